@@ -1,0 +1,182 @@
+"""The training / evaluation loop every distillation method shares.
+
+A method subclass only says how to compute its loss, which feature pairs to score and which
+parameters to optimise; this class does optimisation, frozen-module handling, anomaly maps, metric
+accumulation and keeps a few test samples for visualisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from adlab.metrics import AnomalyEvaluator
+from adlab.scoring import anomaly_maps, image_scores
+
+def complete(factory, **defaults):
+    """Call a Hydra `_partial_` factory, filling in only the arguments its config left unset.
+
+    Methods derive shapes (channels, depths) from the teacher; a value set explicitly in the config
+    (e.g. `fusion.layers=2`) wins over the derived one.
+    """
+    given = getattr(factory, "keywords", {}) or {}
+    return factory(**{k: v for k, v in defaults.items() if k not in given})
+
+
+DEFAULT_EVAL = {"resolution": "gt", "fpr_limit": 0.3, "pixel_metrics": True, "n_visuals": 8}
+
+
+class DistillationMethod(pl.LightningModule):
+    """Base LightningModule: subclasses implement compute_loss, feature_pairs, parameter_groups."""
+
+    def __init__(
+        self,
+        *,
+        optimizer: Mapping,
+        scheduler: Mapping | None = None,
+        scoring: Mapping | None = None,
+        evaluation: Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
+        self.scoring_cfg = {"combine": "sum", "sigma": 4.0, **dict(scoring or {})}
+        self.eval_cfg = {**DEFAULT_EVAL, **dict(evaluation or {})}
+        self._frozen: list[nn.Module] = []
+        self.run_config: dict | None = None  # set by the entry point, stored in checkpoints
+        self.test_results: dict[str, float] = {}
+        self.visuals: list[dict[str, Any]] = []
+        self.evaluator: AnomalyEvaluator | None = None
+        self._val_evaluator: AnomalyEvaluator | None = None
+
+    # --- what a method defines -------------------------------------------------------------
+    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def feature_pairs(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> list[dict]:
+        raise NotImplementedError
+
+    input_divisor: int = 32  # image sizes must be multiples of this (the total stride)
+
+    def weights_sources(self) -> dict[str, str]:
+        """Where each pretrained part's weights came from (file, hub name or "random")."""
+        return {
+            name or "model": m.weights_source
+            for name, m in self.named_modules()
+            if isinstance(getattr(m, "weights_source", None), str)
+        }
+
+    # --- frozen modules ----------------------------------------------------------------------
+    def freeze(self, module: nn.Module) -> nn.Module:
+        """Stop gradients into `module` and keep it in eval mode (BatchNorm statistics fixed)."""
+        module.requires_grad_(False)
+        module.eval()
+        self._frozen.append(module)
+        return module
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    # --- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.optimizer_cfg
+        opt = torch.optim.Adam(
+            self.parameter_groups(),
+            lr=cfg["lr"],
+            betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            weight_decay=cfg.get("weight_decay", 0.0),
+        )
+        if not self.scheduler_cfg:
+            return opt
+        sched = self.scheduler_cfg
+        if sched.get("name") != "cosine":
+            raise ValueError(f"method.scheduler.name must be 'cosine' or null, got {sched.get('name')!r}")
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=sched["T_max"], eta_min=sched.get("eta_min", 0.0)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        parts = self.compute_loss(batch)
+        bs = batch["image"].shape[0]
+        for name, value in parts.items():
+            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, batch_size=bs,
+                     prog_bar=name == "loss")
+        return parts["loss"]
+
+    # --- scoring -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_maps(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Anomaly maps (B, H, W) at the input resolution and image scores (B,)."""
+        pairs = self.feature_pairs(images)
+        maps = anomaly_maps(pairs, tuple(images.shape[-2:]), **self.scoring_cfg)
+        return maps, image_scores(maps)
+
+    def _new_evaluator(self) -> AnomalyEvaluator:
+        return AnomalyEvaluator(
+            eval_resolution=self.eval_cfg["resolution"],
+            fpr_limit=self.eval_cfg["fpr_limit"],
+            pixel_metrics=self.eval_cfg["pixel_metrics"],
+        )
+
+    def _update(self, evaluator: AnomalyEvaluator, batch: dict) -> tuple[Tensor, Tensor]:
+        maps, scores = self.predict_maps(batch["image"])
+        maps, scores = maps.float().cpu(), scores.float().cpu()
+        evaluator.update(maps, scores, batch["label"].cpu(), batch.get("mask"))
+        return maps, scores
+
+    # --- validation (model selection on a validation split, never on test) -------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_evaluator = self._new_evaluator()
+        self._val_evaluator.pixel_metrics = False
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._update(self._val_evaluator, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self._val_evaluator.compute()
+        value = results.get("image_auroc", float("nan"))
+        self.log("val/image_auroc", torch.tensor(value, dtype=torch.float32))
+
+    # --- test ----------------------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self.evaluator = self._new_evaluator()
+        self.visuals = []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        maps, scores = self._update(self.evaluator, batch)
+        self._keep_visuals(batch, maps, scores)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {k: float(v) for k, v in self.evaluator.compute().items()}
+        self.log_dict({f"test/{k}": v for k, v in self.test_results.items()})
+
+    def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:
+        """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the overlays."""
+        per_label = self.eval_cfg["n_visuals"] // 2
+        masks = batch.get("mask")
+        for i, label in enumerate(batch["label"].tolist()):
+            if sum(v["label"] == label for v in self.visuals) >= per_label:
+                continue
+            self.visuals.append({
+                "image": batch["image"][i].detach().float().cpu(),
+                "map": maps[i],
+                "score": float(scores[i]),
+                "label": int(label),
+                "mask": None if masks is None else masks[i].cpu(),
+                "path": batch["path"][i],
+            })
+
+    # --- checkpoints carry the resolved config so adlab.evaluate can rebuild the method --------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["adlab_config"] = self.run_config

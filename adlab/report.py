@@ -1,0 +1,126 @@
+"""Aggregate the results.json files of a (multi)run into paper-style tables.
+
+    python -m adlab.report multirun/2026-11-24/10-00-00                 # markdown to stdout
+    python -m adlab.report multirun/... --metrics image_auroc aupro --csv table.csv
+
+Rows are methods, columns datasets (with the category when there is one); a cell is the mean over
+seeds in percent, with the standard deviation when several seeds ran. Failed jobs (no results.json)
+are listed so that a partial sweep is never mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def load_results(root: Path) -> tuple[list[dict], list[Path]]:
+    """All results.json under root, and the job dirs (with a .hydra folder) that have none."""
+    found = [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
+    missing = [d.parent for d in sorted(root.rglob(".hydra")) if not (d.parent / "results.json").exists()]
+    return found, missing
+
+
+def dataset_label(result: dict) -> str:
+    dataset = result.get("config", {}).get("dataset", {})
+    name = dataset.get("name", "?")
+    category = dataset.get("category")
+    return f"{name}/{category}" if category else name
+
+
+def method_label(result: dict) -> str:
+    cfg = result.get("config", {})
+    name = result.get("method") or "?"
+    teacher = cfg.get("teacher", {}).get("name")
+    return name.split("_")[0] + (f" ({teacher})" if teacher else "") if name != "?" else name
+
+
+def table(results: list[dict], metric: str) -> tuple[list[str], list[str], dict]:
+    """Cells {(method, dataset): [values over seeds]} for one metric."""
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in results:
+        value = r.get("metrics", {}).get(metric)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            cells[(method_label(r), dataset_label(r))].append(100 * float(value))
+    methods = sorted({m for m, _ in cells})
+    datasets = sorted({d for _, d in cells})
+    return methods, datasets, cells
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def markdown(results: list[dict], metrics: list[str]) -> str:
+    out = []
+    for metric in metrics:
+        methods, datasets, cells = table(results, metric)
+        if not methods:
+            continue
+        out.append(f"### {metric} (%)\n")
+        out.append("| method | " + " | ".join(datasets) + " | mean |")
+        out.append("|---" * (len(datasets) + 2) + "|")
+        for m in methods:
+            row = [fmt(cells.get((m, d), [])) for d in datasets]
+            means = [statistics.fmean(cells[(m, d)]) for d in datasets if cells.get((m, d))]
+            avg = f"{statistics.fmean(means):.1f}" if means else "-"
+            out.append(f"| {m} | " + " | ".join(row) + f" | {avg} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_csv(results: list[dict], metrics: list[str], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "dataset", "metric", "mean", "std", "n"])
+        for metric in metrics:
+            methods, datasets, cells = table(results, metric)
+            for m in methods:
+                for d in datasets:
+                    vals = cells.get((m, d), [])
+                    if vals:
+                        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                        writer.writerow([m, d, metric, f"{statistics.fmean(vals):.4f}",
+                                         f"{std:.4f}", len(vals)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adlab.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="a run or multirun directory")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    args = parser.parse_args(argv)
+    if not args.root.exists():
+        print(f"error: {args.root} does not exist", file=sys.stderr)
+        return 2
+    results, missing = load_results(args.root)
+    if not results:
+        print(f"error: no results.json under {args.root}", file=sys.stderr)
+        return 1
+    print(markdown(results, args.metrics))
+    if missing:
+        print(f"{len(missing)} job(s) without results.json (failed or running):")
+        for d in missing:
+            print(f"  {d}")
+    if args.csv:
+        write_csv(results, args.metrics, args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Feature discrepancies -> anomaly maps -> image scores, shared by every method.
+
+Per scale the map is 1 - cosine similarity over channels between target and prediction, upsampled
+bilinearly (align_corners=True, as RD4AD) to the image size, combined over scales (sum or product),
+smoothed with a Gaussian (sigma 4, scipy's default truncation and 'reflect' border) and reduced to
+an image score by its maximum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
+    """The normalised 1-D Gaussian scipy.ndimage.gaussian_filter uses (radius = int(truncate*sigma+0.5))."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _reflect_index(n: int, radius: int, device: torch.device) -> Tensor:
+    # scipy 'reflect' (d c b a | a b c d | d c b a), valid for any radius via the period 2n.
+    idx = torch.arange(-radius, n + radius, device=device) % (2 * n)
+    return torch.where(idx >= n, 2 * n - 1 - idx, idx)
+
+
+def gaussian_blur(maps: Tensor, sigma: float = 4.0) -> Tensor:
+    """Separable Gaussian smoothing of (B, H, W) maps matching scipy's gaussian_filter."""
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma).to(device=maps.device, dtype=maps.dtype)
+    r = kernel.numel() // 2
+    _, h, w = maps.shape
+    x = maps[:, :, _reflect_index(w, r, maps.device)].unsqueeze(1)  # (B,1,H,W+2r)
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = x[:, :, _reflect_index(h, r, maps.device), :]
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
+
+
+def scale_maps(pairs: Sequence[tuple[Tensor, Tensor]], out_size: tuple[int, int]) -> list[Tensor]:
+    """One (B, H, W) map of 1 - cos over channels per (target, prediction) pair, at out_size."""
+    maps = []
+    for target, pred in pairs:
+        m = 1 - F.cosine_similarity(target.float(), pred.float(), dim=1)
+        m = F.interpolate(m.unsqueeze(1), size=out_size, mode="bilinear", align_corners=True)
+        maps.append(m.squeeze(1))
+    return maps
+
+
+def anomaly_maps(
+    pairs: Sequence[tuple[Tensor, Tensor]],
+    out_size: tuple[int, int],
+    combine: str = "sum",
+    sigma: float = 4.0,
+) -> Tensor:
+    """Anomaly maps (B, H, W) from feature pairs: per-scale maps combined, then smoothed."""
+    maps = scale_maps(pairs, tuple(out_size))
+    if combine == "sum":
+        total = torch.stack(maps).sum(0)
+    elif combine == "product":
+        total = torch.stack(maps).prod(0)
+    else:
+        raise ValueError(f"scoring.combine must be 'sum' or 'product', got {combine!r}")
+    return gaussian_blur(total, sigma)
+
+
+def image_scores(maps: Tensor) -> Tensor:
+    """Image-level anomaly score: the maximum of each map."""
+    return maps.flatten(1).amax(1)

@@ -1,0 +1,180 @@
+"""RD4AD speed and memory on this machine: adlab vs anomalib's ReverseDistillation, same inputs.
+
+    .venv/bin/python experiments/bench/rd4ad.py                       # adlab only
+    /work/bench-env/bin/python experiments/bench/rd4ad.py             # both, with the ratio
+    (bench-env: a separate venv with anomalib==2.7.0 installed; anomalib is never an adlab
+    dependency. See docs in README "Benchmarks".)
+
+Each implementation runs in its own subprocess so that peak memory (max RSS) is its own. Both use a
+randomly initialised wide_resnet50_2 (no downloads), 256 px, batch 8, Adam with RD4AD's settings,
+torch.set_num_threads(--threads). Reported: median training-step time (forward, loss, backward,
+optimiser step), inference images/s including anomaly maps and Gaussian smoothing, peak RSS, and
+for adlab a breakdown of where the training step's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def _timed(fn, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_adlab(args) -> dict:
+    from adlab.models.fusion.ocbe import OCBE
+    from adlab.models.losses import flat_cos_loss
+    from adlab.models.students.rd_decoder import ReverseDecoder
+    from adlab.models.teachers.timm_encoder import TimmEncoder
+    from adlab.scoring import anomaly_maps
+
+    teacher = TimmEncoder("wide_resnet50_2", pretrained=False).eval().requires_grad_(False)
+    kw = {"block": teacher.block, "base_width": teacher.base_width}
+    fusion = OCBE(teacher.channels, layers=teacher.depths[0], **kw)
+    student = ReverseDecoder(teacher.channels, depths=teacher.depths, **kw)
+    params = list(fusion.parameters()) + list(student.parameters())
+    opt = torch.optim.Adam(params, lr=0.005, betas=(0.5, 0.999))
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    parts: dict[str, list[float]] = {"teacher_fwd": [], "student_fwd": [], "backward": [],
+                                     "optimizer": []}
+
+    def step():
+        fusion.train(), student.train()
+        t0 = time.perf_counter()
+        feats = teacher(x)
+        t1 = time.perf_counter()
+        loss = flat_cos_loss(feats, student(fusion(feats)))
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[key].append(dt)
+
+    @torch.no_grad()
+    def infer():
+        fusion.eval(), student.eval()
+        feats = teacher(x)
+        anomaly_maps(list(zip(feats, student(fusion(feats)))), (args.size, args.size))
+
+    train = _timed(step, args.repeats, args.warmup)
+    breakdown = {k: statistics.median(v[args.warmup:]) for k, v in parts.items()}
+    test = _timed(infer, args.repeats, 1)
+    return {"train": train, "infer": test, "breakdown": breakdown}
+
+
+def bench_anomalib(args) -> dict:
+    from anomalib.models.image.reverse_distillation.torch_model import ReverseDistillationModel
+
+    try:
+        from anomalib.models.image.reverse_distillation.loss import ReverseDistillationLoss
+
+        loss_fn = ReverseDistillationLoss()
+    except ImportError:  # pragma: no cover - older layouts
+        from adlab.models.losses import flat_cos_loss as loss_fn
+    model = ReverseDistillationModel(backbone="wide_resnet50_2", input_size=(args.size, args.size),
+                                     layers=["layer1", "layer2", "layer3"],
+                                     anomaly_map_mode="add", pre_trained=False)
+    params = list(model.bottleneck.parameters()) + list(model.decoder.parameters())
+    opt = torch.optim.Adam(params, lr=0.005, betas=(0.5, 0.999))
+    x = torch.randn(args.batch, 3, args.size, args.size)
+
+    def step():
+        model.train()
+        enc, dec = model(x)
+        loss = loss_fn(enc, dec)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer():
+        model.eval()
+        model(x)
+
+    return {"train": _timed(step, args.repeats, args.warmup),
+            "infer": _timed(infer, args.repeats, 1)}
+
+
+def child(args) -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    result = (bench_adlab if args.impl == "adlab" else bench_anomalib)(args)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result))
+
+
+def run_child(impl: str, args) -> dict | None:
+    cmd = [sys.executable, __file__, "--impl", impl, "--batch", str(args.batch), "--size",
+           str(args.size), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    print(f"[{impl}] failed:\n{proc.stderr[-2000:]}")
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--impl", choices=["adlab", "anomalib"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.impl:
+        child(args)
+        return
+    rows = {"adlab": run_child("adlab", args)}
+    try:
+        import anomalib  # noqa: F401
+
+        rows["anomalib"] = run_child("anomalib", args)
+    except ImportError:
+        print("anomalib is not installed in this interpreter: anomalib column skipped "
+              "(run this script with the bench-env interpreter to compare).")
+    print(f"\nRD4AD wide_resnet50_2, {args.size}px, batch {args.batch}, "
+          f"{args.threads} threads, median of {args.repeats}")
+    print(f"{'impl':<10}{'train step s':>14}{'infer img/s':>14}{'peak RSS MiB':>14}")
+    for name, r in rows.items():
+        if r:
+            print(f"{name:<10}{statistics.median(r['train']):>14.3f}"
+                  f"{args.batch / statistics.median(r['infer']):>14.2f}{r['peak_rss_mib']:>14.0f}")
+    if rows.get("adlab"):
+        b = rows["adlab"]["breakdown"]
+        total = sum(b.values())
+        print("adlab training step breakdown: " + ", ".join(
+            f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in b.items()))
+    if rows.get("adlab") and rows.get("anomalib"):
+        ours, theirs = rows["adlab"], rows["anomalib"]
+        train_ratio = statistics.median(theirs["train"]) / statistics.median(ours["train"])
+        infer_ratio = statistics.median(theirs["infer"]) / statistics.median(ours["infer"])
+        print(f"speed-up over anomalib: training x{train_ratio:.2f}, inference x{infer_ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
