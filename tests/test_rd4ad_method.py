@@ -73,3 +73,23 @@ def test_pixel_cos_option_and_bad_loss_name():
     assert _method(loss="pixel_cos").loss_name == "pixel_cos"
     with pytest.raises(ValueError, match="method.loss"):
         _method(loss="mse")
+
+
+def test_fused_adam_matches_the_reference_update():
+    torch.manual_seed(1)
+    params = [torch.nn.Parameter(torch.randn(50, 20)) for _ in range(3)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    from adlab.methods.base import make_adam
+
+    fused = make_adam([{"params": params}], lr=0.005, betas=(0.5, 0.999))
+    plain = make_adam([{"params": twins}], lr=0.005, betas=(0.5, 0.999), fused=False)
+    assert fused.defaults.get("fused") and not plain.defaults.get("fused")
+    for step in range(5):
+        grads = [torch.randn(50, 20) for _ in params]
+        for p, q, g in zip(params, twins, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+        assert not torch.equal(p, torch.zeros_like(p))

@@ -40,28 +40,27 @@ def _timed(fn, repeats: int, warmup: int) -> list[float]:
 
 
 def bench_adlab(args) -> dict:
+    import functools
+
+    from adlab.methods.rd4ad import RD4AD
     from adlab.models.fusion.ocbe import OCBE
-    from adlab.models.losses import flat_cos_loss
     from adlab.models.students.rd_decoder import ReverseDecoder
     from adlab.models.teachers.timm_encoder import TimmEncoder
-    from adlab.scoring import anomaly_maps
 
-    teacher = TimmEncoder("wide_resnet50_2", pretrained=False).eval().requires_grad_(False)
-    kw = {"block": teacher.block, "base_width": teacher.base_width}
-    fusion = OCBE(teacher.channels, layers=teacher.depths[0], **kw)
-    student = ReverseDecoder(teacher.channels, depths=teacher.depths, **kw)
-    params = list(fusion.parameters()) + list(student.parameters())
-    opt = torch.optim.Adam(params, lr=0.005, betas=(0.5, 0.999))
+    method = RD4AD(teacher=TimmEncoder("wide_resnet50_2", pretrained=False),
+                   fusion=functools.partial(OCBE), student=functools.partial(ReverseDecoder),
+                   optimizer={"lr": 0.005, "betas": (0.5, 0.999)})
+    opt = method.configure_optimizers()
     x = torch.randn(args.batch, 3, args.size, args.size)
     parts: dict[str, list[float]] = {"teacher_fwd": [], "student_fwd": [], "backward": [],
                                      "optimizer": []}
 
     def step():
-        fusion.train(), student.train()
+        method.train()
         t0 = time.perf_counter()
-        feats = teacher(x)
+        feats = method.teacher(x)
         t1 = time.perf_counter()
-        loss = flat_cos_loss(feats, student(fusion(feats)))
+        loss = method.loss_fn(feats, method.student(method.fusion(feats)))
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -71,11 +70,9 @@ def bench_adlab(args) -> dict:
         for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[key].append(dt)
 
-    @torch.no_grad()
     def infer():
-        fusion.eval(), student.eval()
-        feats = teacher(x)
-        anomaly_maps(list(zip(feats, student(fusion(feats)))), (args.size, args.size))
+        method.eval()
+        method.predict_maps(x)
 
     train = _timed(step, args.repeats, args.warmup)
     breakdown = {k: statistics.median(v[args.warmup:]) for k, v in parts.items()}
