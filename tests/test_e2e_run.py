@@ -1,0 +1,156 @@
+"""End-to-end runs of `python -m adlab.run` / `adlab.evaluate` / `adlab.report` on synthetic data.
+
+Each test starts the real entry point in a subprocess (Hydra, Lightning, W&B offline for real).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wandb_records import logged_values, run_config
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+# A small, learnable setting: random-init ResNet18 teacher at 64 px on synthetic CT-like images.
+TINY = [
+    "method=rd4ad", "dataset=synthetic", "teacher=resnet18", "teacher.pretrained=false",
+    "image_size=64", "data.batch_size=16", "data.eval_batch_size=32",
+    "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+]
+
+
+def adlab(module: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
+           "ADLAB_DATA": str(cwd / "data"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One RD4AD run long enough to learn the synthetic anomalies.
+
+    The per-pixel cosine loss (method.loss=pixel_cos) trains exactly what the anomaly map
+    measures, so a random teacher at 64 px learns the anomalies within a dozen short epochs.
+    """
+    cwd = tmp_path_factory.mktemp("run")
+    run_dir = cwd / "run"
+    adlab("adlab.run", *TINY, "method.loss=pixel_cos", "trainer.max_epochs=12",
+          f"hydra.run.dir={run_dir}", cwd=cwd)
+    return run_dir
+
+
+def _epoch_losses(run_dir: Path) -> list[float]:
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    return [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+
+
+def test_training_reduces_the_loss(trained):
+    losses = _epoch_losses(trained)
+    assert len(losses) == 12
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_random_teacher_learns_synthetic_anomalies(trained):
+    metrics = json.loads((trained / "results.json").read_text())["metrics"]
+    assert metrics["image_auroc"] >= 0.8, metrics
+    assert metrics["pixel_auroc"] >= 0.8, metrics
+    for key in ("image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max", "aupro"):
+        assert 0.0 <= metrics[key] <= 1.0, (key, metrics)
+
+
+def test_results_json_holds_metrics_and_provenance(trained):
+    results = json.loads((trained / "results.json").read_text())
+    prov = results["provenance"]
+    assert prov["weights"] == {"teacher": "random"}
+    assert prov["dataset"]["fingerprint"]
+    assert prov["dataset"]["summary"]["test"]["anomalous"] > 0
+    assert results["config"]["teacher"]["name"] == "resnet18"
+    assert results["timings"]["train_step_s"] > 0 and results["timings"]["test_images_per_s"] > 0
+    assert results["memory"]["peak_rss_mib"] > 100
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "pro_curve.csv").is_file() and (trained / "pro_curve.png").is_file()
+    pngs = sorted((trained / "anomaly_maps").glob("*.png"))
+    assert len(pngs) == 8
+    assert sum("anomalous" in p.name for p in pngs) == 4
+
+
+def test_wandb_offline_run_holds_the_metrics(trained):
+    logs = list((trained / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    logged = logged_values(logs[0])
+    results = json.loads((trained / "results.json").read_text())
+    for key, value in results["metrics"].items():
+        assert logged[f"test/{key}"][-1] == pytest.approx(value, abs=1e-6), key
+    assert len(logged["train/loss_epoch"]) == 12
+    assert logged["test/anomaly_maps/count"] == [8]
+    config = run_config(logs[0])
+    assert config["provenance"]["weights"] == {"teacher": "random"}
+    assert config["teacher"]["name"] == "resnet18"
+
+
+def test_evaluate_reproduces_the_test_metrics(trained, tmp_path):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    out = tmp_path / "eval"
+    adlab("adlab.evaluate", f"ckpt={ckpt}", "dataset=synthetic", "logger=none",
+          "trainer.enable_progress_bar=false", f"hydra.run.dir={out}",
+          cwd=trained.parent)
+    ours = json.loads((out / "results.json").read_text())["metrics"]
+    original = json.loads((trained / "results.json").read_text())["metrics"]
+    for key, value in original.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path):
+    out = tmp_path / "resumed"
+    adlab("adlab.run", *TINY, "trainer.max_epochs=13", "logger=none",
+          f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={out}",
+          cwd=trained.parent)
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 13
+    assert len(_epoch_losses(out)) == 1  # only the one new epoch was trained
+
+
+def test_multirun_keeps_finished_jobs_when_a_later_one_fails(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = adlab("adlab.run", "-m", *TINY, "trainer.max_epochs=1", "logger=none",
+                 "image_size=64,72", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "image_size=72 is not divisible by 32" in proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    assert (jobs[0] / "results.json").is_file()
+    assert (jobs[0] / "checkpoints" / "last.ckpt").is_file()
+    assert not (jobs[1] / "results.json").exists()
+    report = adlab("adlab.report", str(sweep), cwd=tmp_path)
+    assert "image_auroc" in report.stdout and "1 job(s) without results.json" in report.stdout
+
+
+def test_multirun_over_seeds_gives_one_result_per_job(tmp_path):
+    sweep = tmp_path / "seeds"
+    adlab("adlab.run", "-m", *TINY, "trainer.max_epochs=1", "logger=none", "seed=0,1",
+          f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert [r["config"]["seed"] for r in results] == [0, 1]
+    report = adlab("adlab.report", str(sweep), "--csv", str(tmp_path / "t.csv"), cwd=tmp_path)
+    assert "(n=2)" in report.stdout
+
+
+def test_bad_inputs_fail_with_clear_errors(tmp_path):
+    unknown = adlab("adlab.run", "teacher=resnet999", cwd=tmp_path, check=False)
+    assert unknown.returncode != 0 and "Available options" in unknown.stderr
+    assert "wide_resnet50_2" in unknown.stderr
+    missing = adlab("adlab.run", *TINY, "dataset=mvtec", f"dataset.root={tmp_path / 'nowhere'}",
+                    cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and str(tmp_path / "nowhere") in missing.stderr
