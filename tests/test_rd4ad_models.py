@@ -109,3 +109,23 @@ def test_auto_falls_back_to_random_loudly(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
         teacher = TimmEncoder("resnet18", pretrained="auto")
     assert teacher.weights_source.startswith("random")
+
+
+def test_a_cached_hub_download_is_used_offline(monkeypatch, tmp_path):
+    # The layout huggingface_hub writes: models--<org>--<name>/{refs/main, snapshots/<rev>/file}.
+    state = {k: v for k, v in _full_resnet18_state().items()}
+    for v in state.values():
+        if v.is_floating_point():
+            v.normal_()
+    repo = tmp_path / "hub" / "models--timm--resnet18.tv_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file(state, str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    teacher = TimmEncoder("resnet18", pretrained=True)
+    assert torch.equal(teacher.model.state_dict()["layer2.1.conv1.weight"],
+                       state["layer2.1.conv1.weight"])
+    assert teacher.weights_source == "timm:resnet18.tv_in1k"

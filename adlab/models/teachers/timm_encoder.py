@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -29,6 +32,40 @@ def weights_url(name: str) -> str:
         filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
         return f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{filename}"
     return cfg.url or "(no url)"
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home) / "hub"
+
+
+def cached_weights(name: str) -> str | None:
+    """A previously downloaded weight file of `name` in the hub cache, if there is one."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=hub_cache_dir())
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers at all: offline, fail in seconds instead of a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 class TimmEncoder(nn.Module):
@@ -80,15 +117,22 @@ class TimmEncoder(nn.Module):
         return self._from_file(Path(str(pretrained))), str(Path(str(pretrained)).expanduser())
 
     def _download(self) -> nn.Module:
-        try:
-            return self._create(True)
-        except Exception as err:  # noqa: BLE001 - network/hub errors come in many types
-            raise WeightsError(
-                f"could not download pretrained weights for teacher {self.name!r} ({err}). "
-                f"Fetch {weights_url(self.name)} on a machine with network access and pass "
-                f"teacher.pretrained=/path/to/that/file (or teacher.pretrained=false for random "
-                f"init)."
-            ) from err
+        cached = cached_weights(self.name)
+        if cached:
+            return timm.create_model(self.name, pretrained=True, features_only=True,
+                                     out_indices=self.layers,
+                                     pretrained_cfg_overlay={"file": cached})
+        reason = "the hub is not reachable"
+        if hub_reachable():
+            try:
+                return self._create(True)
+            except Exception as err:  # noqa: BLE001 - network/hub errors come in many types
+                reason = str(err)
+        raise WeightsError(
+            f"could not download pretrained weights for teacher {self.name!r} ({reason}). "
+            f"Fetch {weights_url(self.name)} on a machine with network access and pass "
+            f"teacher.pretrained=/path/to/that/file (or teacher.pretrained=false for random init)."
+        )
 
     def _from_file(self, path: Path) -> nn.Module:
         state = read_state_dict(path)
