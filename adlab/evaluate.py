@@ -1,6 +1,6 @@
 """Evaluate a trained checkpoint on a dataset, without training.
 
-    python -m adlab.evaluate ckpt=outputs/.../checkpoints/last.ckpt dataset=synthetic
+python -m adlab.evaluate ckpt=outputs/.../checkpoints/last.ckpt dataset=synthetic
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     timer = PhaseTimer()
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
     trainer_args.pop("max_epochs", None)
-    trainer = pl.Trainer(**trainer_args, logger=loggers, callbacks=[timer],
-                         default_root_dir=str(run_dir))
+    trainer = pl.Trainer(
+        **trainer_args, logger=loggers, callbacks=[timer], default_root_dir=str(run_dir)
+    )
     try:
         trainer.test(method, dataloaders=datamodule.test_dataloader(), verbose=False)
-        results = write_outputs(cfg, run_dir, method, loggers, timer, provenance, config,
-                                started)
+        results = write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, started)
     finally:
         finish_wandb(loggers)
     return results

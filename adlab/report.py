@@ -25,7 +25,9 @@ DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 def load_results(root: Path) -> tuple[list[dict], list[Path]]:
     """All results.json under root, and the job dirs (with a .hydra folder) that have none."""
     found = [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
-    missing = [d.parent for d in sorted(root.rglob(".hydra")) if not (d.parent / "results.json").exists()]
+    missing = [
+        d.parent for d in sorted(root.rglob(".hydra")) if not (d.parent / "results.json").exists()
+    ]
     return found, missing
 
 
@@ -93,13 +95,17 @@ def write_csv(results: list[dict], metrics: list[str], path: Path) -> None:
                     vals = cells.get((m, d), [])
                     if vals:
                         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                        writer.writerow([m, d, metric, f"{statistics.fmean(vals):.4f}",
-                                         f"{std:.4f}", len(vals)])
+                        writer.writerow(
+                            [m, d, metric, f"{statistics.fmean(vals):.4f}", f"{std:.4f}", len(vals)]
+                        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adlab.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m adlab.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("root", type=Path, help="a run or multirun directory")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")

@@ -1,7 +1,7 @@
 """Entry point: compose the config, build data and method, train, test, write results.
 
-    python -m adlab.run method=rd4ad dataset=elpv
-    python -m adlab.run -m method=rd4ad dataset=synthetic seed=0,1
+python -m adlab.run method=rd4ad dataset=elpv
+python -m adlab.run -m method=rd4ad dataset=synthetic seed=0,1
 """
 
 from __future__ import annotations
@@ -60,11 +60,12 @@ def build_method(cfg: DictConfig) -> DistillationMethod:
     )
     size = cfg.data.crop_size or cfg.image_size
     divisor = method.input_divisor
+    nearest = max(divisor, size // divisor * divisor)
     if size % divisor:
         key = "data.crop_size" if cfg.data.crop_size else "image_size"
         raise ConfigError(
             f"{key}={size} is not divisible by {divisor}, the total stride of this teacher and "
-            f"bottleneck; use a multiple of {divisor} such as {max(divisor, size // divisor * divisor)}."
+            f"bottleneck; use a multiple of {divisor} such as {nearest}."
         )
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
     return method
@@ -77,8 +78,14 @@ def _checkpoint_callback(cfg: DictConfig, run_dir: Path, has_val: bool) -> Model
                 "select=best_val needs a validation split: this dataset has none. Set "
                 "dataset.val_fraction (e.g. 0.1) or use select=last."
             )
-        return ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1,
-                               monitor="val/image_auroc", mode="max", filename="best")
+        return ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=1,
+            monitor="val/image_auroc",
+            mode="max",
+            filename="best",
+        )
     if cfg.select != "last":
         raise ConfigError(f"select must be 'last' or 'best_val', got {cfg.select!r}")
     return ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
@@ -103,17 +110,33 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     ckpt = _checkpoint_callback(cfg, run_dir, val_loader is not None)
     timer = PhaseTimer()
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
-    trainer = pl.Trainer(**trainer_args, logger=loggers, callbacks=[ckpt, timer],
-                         default_root_dir=str(run_dir))
+    trainer = pl.Trainer(
+        **trainer_args, logger=loggers, callbacks=[ckpt, timer], default_root_dir=str(run_dir)
+    )
     try:
-        trainer.fit(method, train_dataloaders=datamodule.train_dataloader(),
-                    val_dataloaders=val_loader, ckpt_path=cfg.ckpt_path)
+        trainer.fit(
+            method,
+            train_dataloaders=datamodule.train_dataloader(),
+            val_dataloaders=val_loader,
+            ckpt_path=cfg.ckpt_path,
+        )
         tested = ckpt.best_model_path if cfg.select == "best_val" else None
-        trainer.test(method, dataloaders=datamodule.test_dataloader(), ckpt_path=tested,
-                     verbose=False)
-        results = write_outputs(cfg, run_dir, method, loggers, timer, provenance, config,
-                                started, selected=tested or "last", epochs=trainer.current_epoch,
-                                checkpoint=str(run_dir / "checkpoints" / "last.ckpt"))
+        trainer.test(
+            method, dataloaders=datamodule.test_dataloader(), ckpt_path=tested, verbose=False
+        )
+        results = write_outputs(
+            cfg,
+            run_dir,
+            method,
+            loggers,
+            timer,
+            provenance,
+            config,
+            started,
+            selected=tested or "last",
+            epochs=trainer.current_epoch,
+            checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
+        )
     finally:
         finish_wandb(loggers)
     return results
@@ -124,8 +147,11 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
     overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
     for lg in loggers:
         if hasattr(lg, "log_image") and overlays:
-            lg.log_image(key="test/anomaly_maps", images=[str(p) for p, _ in overlays],
-                         caption=[c for _, c in overlays])
+            lg.log_image(
+                key="test/anomaly_maps",
+                images=[str(p) for p, _ in overlays],
+                caption=[c for _, c in overlays],
+            )
     if method.evaluator is not None and "aupro" in method.test_results:
         method.evaluator.save_pro_curve(run_dir)
     results = {
@@ -144,8 +170,12 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
 
 
 def dataset_provenance(datamodule) -> dict:
-    return {"root": str(datamodule.root), "fingerprint": datamodule.fingerprint,
-            "summary": datamodule.summary(), "skipped": list(datamodule.skipped)}
+    return {
+        "root": str(datamodule.root),
+        "fingerprint": datamodule.fingerprint,
+        "summary": datamodule.summary(),
+        "skipped": list(datamodule.skipped),
+    }
 
 
 def _print_summary(results: dict) -> None:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
-    """The normalised 1-D Gaussian scipy.ndimage.gaussian_filter uses (radius = int(truncate*sigma+0.5))."""
+    """The normalised 1-D Gaussian of scipy.ndimage.gaussian_filter (radius truncate*sigma+0.5)."""
     radius = int(truncate * sigma + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (x / sigma) ** 2)

@@ -20,20 +20,39 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 # A small, learnable setting: random-init ResNet18 teacher at 64 px on synthetic CT-like images.
 TINY = [
-    "method=rd4ad", "dataset=synthetic", "teacher=resnet18", "teacher.pretrained=false",
-    "image_size=64", "data.batch_size=16", "data.eval_batch_size=32",
-    "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+    "method=rd4ad",
+    "dataset=synthetic",
+    "teacher=resnet18",
+    "teacher.pretrained=false",
+    "image_size=64",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
 ]
 
 
 def adlab(module: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-           "ADLAB_DATA": str(cwd / "data"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "ADLAB_DATA": str(cwd / "data"),
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{module} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -46,8 +65,14 @@ def trained(tmp_path_factory) -> Path:
     """
     cwd = tmp_path_factory.mktemp("run")
     run_dir = cwd / "run"
-    adlab("adlab.run", *TINY, "method.loss=pixel_cos", "trainer.max_epochs=12",
-          f"hydra.run.dir={run_dir}", cwd=cwd)
+    adlab(
+        "adlab.run",
+        *TINY,
+        "method.loss=pixel_cos",
+        "trainer.max_epochs=12",
+        f"hydra.run.dir={run_dir}",
+        cwd=cwd,
+    )
     return run_dir
 
 
@@ -103,9 +128,15 @@ def test_wandb_offline_run_holds_the_metrics(trained):
 def test_evaluate_reproduces_the_test_metrics(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     out = tmp_path / "eval"
-    adlab("adlab.evaluate", f"ckpt={ckpt}", "dataset=synthetic", "logger=none",
-          "trainer.enable_progress_bar=false", f"hydra.run.dir={out}",
-          cwd=trained.parent)
+    adlab(
+        "adlab.evaluate",
+        f"ckpt={ckpt}",
+        "dataset=synthetic",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+        cwd=trained.parent,
+    )
     ours = json.loads((out / "results.json").read_text())["metrics"]
     original = json.loads((trained / "results.json").read_text())["metrics"]
     for key, value in original.items():
@@ -114,9 +145,15 @@ def test_evaluate_reproduces_the_test_metrics(trained, tmp_path):
 
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     out = tmp_path / "resumed"
-    adlab("adlab.run", *TINY, "trainer.max_epochs=13", "logger=none",
-          f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={out}",
-          cwd=trained.parent)
+    adlab(
+        "adlab.run",
+        *TINY,
+        "trainer.max_epochs=13",
+        "logger=none",
+        f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={out}",
+        cwd=trained.parent,
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 13
     assert len(_epoch_losses(out)) == 1  # only the one new epoch was trained
@@ -124,8 +161,17 @@ def test_resume_continues_from_the_checkpoint(trained, tmp_path):
 
 def test_multirun_keeps_finished_jobs_when_a_later_one_fails(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = adlab("adlab.run", "-m", *TINY, "trainer.max_epochs=1", "logger=none",
-                 "image_size=64,72", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    proc = adlab(
+        "adlab.run",
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "logger=none",
+        "image_size=64,72",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "image_size=72 is not divisible by 32" in proc.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -139,8 +185,16 @@ def test_multirun_keeps_finished_jobs_when_a_later_one_fails(tmp_path):
 
 def test_multirun_over_seeds_gives_one_result_per_job(tmp_path):
     sweep = tmp_path / "seeds"
-    adlab("adlab.run", "-m", *TINY, "trainer.max_epochs=1", "logger=none", "seed=0,1",
-          f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    adlab(
+        "adlab.run",
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "logger=none",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
     assert [r["config"]["seed"] for r in results] == [0, 1]
     report = adlab("adlab.report", str(sweep), "--csv", str(tmp_path / "t.csv"), cwd=tmp_path)
@@ -151,6 +205,12 @@ def test_bad_inputs_fail_with_clear_errors(tmp_path):
     unknown = adlab("adlab.run", "teacher=resnet999", cwd=tmp_path, check=False)
     assert unknown.returncode != 0 and "Available options" in unknown.stderr
     assert "wide_resnet50_2" in unknown.stderr
-    missing = adlab("adlab.run", *TINY, "dataset=mvtec", f"dataset.root={tmp_path / 'nowhere'}",
-                    cwd=tmp_path, check=False)
+    missing = adlab(
+        "adlab.run",
+        *TINY,
+        "dataset=mvtec",
+        f"dataset.root={tmp_path / 'nowhere'}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert missing.returncode != 0 and str(tmp_path / "nowhere") in missing.stderr

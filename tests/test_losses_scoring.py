@@ -35,8 +35,12 @@ def test_pixel_cos_matches_hand_computation():
     expected = 0.0
     for a, b in zip(t, p):
         a, b = a.numpy(), b.numpy()
-        vals = [1 - _cos(a[n, :, y, x], b[n, :, y, x]) for n in range(a.shape[0])
-                for y in range(a.shape[2]) for x in range(a.shape[3])]
+        vals = [
+            1 - _cos(a[n, :, y, x], b[n, :, y, x])
+            for n in range(a.shape[0])
+            for y in range(a.shape[2])
+            for x in range(a.shape[3])
+        ]
         expected += float(np.mean(vals))
     assert pixel_cos_loss(t, p).item() == pytest.approx(expected, abs=1e-12)
 
@@ -56,8 +60,9 @@ def test_losses_are_zero_for_identical_features_and_reject_bad_input():
 def test_gaussian_blur_matches_scipy(sigma, size):
     maps = torch.rand(3, *size, dtype=torch.float64)
     ours = gaussian_blur(maps, sigma).numpy()
-    ref = np.stack([gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0)
-                    for m in maps.numpy()])
+    ref = np.stack(
+        [gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0) for m in maps.numpy()]
+    )
     np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
@@ -79,7 +84,8 @@ def test_anomaly_maps_match_hand_computation(combine):
         for a, b in zip(t, p):
             a, b = a[n].numpy(), b[n].numpy()
             cos = np.einsum("chw,chw->hw", a, b) / (
-                np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+                np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)
+            )
             per_scale.append(_upsample_align_corners(1 - cos, (16, 16)))
         total = np.sum(per_scale, 0) if combine == "sum" else np.prod(per_scale, 0)
         expected = gaussian_filter(total, sigma=2.0, mode="reflect")

@@ -28,8 +28,7 @@ def test_teacher_is_frozen_and_stays_in_eval_mode():
     assert method.fusion.training and method.student.training
     assert all(not p.requires_grad for p in method.teacher.parameters())
     optimised = {id(p) for g in method.parameter_groups() for p in g["params"]}
-    assert optimised == {id(p) for p in [*method.fusion.parameters(),
-                                          *method.student.parameters()]}
+    assert optimised == {id(p) for p in [*method.fusion.parameters(), *method.student.parameters()]}
     assert method.input_divisor == 32
     assert method.weights_sources() == {"teacher": "random"}
 
@@ -84,7 +83,7 @@ def test_fused_adam_matches_the_reference_update():
     fused = make_adam([{"params": params}], lr=0.005, betas=(0.5, 0.999))
     plain = make_adam([{"params": twins}], lr=0.005, betas=(0.5, 0.999), fused=False)
     assert fused.defaults.get("fused") and not plain.defaults.get("fused")
-    for step in range(5):
+    for _ in range(5):
         grads = [torch.randn(50, 20) for _ in params]
         for p, q, g in zip(params, twins, grads):
             p.grad, q.grad = g.clone(), g.clone()

@@ -25,8 +25,9 @@ def test_teacher_ocbe_decoder_shapes(name):
     assert teacher.channels == channels and teacher.block == block and teacher.depths == depths
     x = torch.randn(2, 3, 64, 64)
     feats = teacher(x)
-    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 64 // s) for c, s in
-                                               zip(channels, (4, 8, 16))]
+    assert [tuple(f.shape) for f in feats] == [
+        (2, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16))
+    ]
     fusion = OCBE(channels, block, layers=depths[0], base_width=teacher.base_width)
     code = fusion(feats)
     assert tuple(code.shape) == (2, code_channels, 2, 2)
@@ -126,6 +127,7 @@ def test_a_cached_hub_download_is_used_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     teacher = TimmEncoder("resnet18", pretrained=True)
-    assert torch.equal(teacher.model.state_dict()["layer2.1.conv1.weight"],
-                       state["layer2.1.conv1.weight"])
+    assert torch.equal(
+        teacher.model.state_dict()["layer2.1.conv1.weight"], state["layer2.1.conv1.weight"]
+    )
     assert teacher.weights_source == "timm:resnet18.tv_in1k"

@@ -27,10 +27,10 @@ def records(path: Path) -> list[pb.Record]:
         if left < RECORD_HEADER:  # block trailer padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + RECORD_HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + RECORD_HEADER])
         if kind == 0 and length == 0:
             break
-        chunk = data[pos + RECORD_HEADER:pos + RECORD_HEADER + length]
+        chunk = data[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
         pos += RECORD_HEADER + length
         if kind == 1:
             pending = chunk

@@ -17,11 +17,23 @@ def git_revision() -> dict[str, str | bool | None]:
     """The adlab source revision: commit sha and whether the work tree had local changes."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                     "adlab", "conf"], capture_output=True, text=True,
-                                    timeout=10).stdout.strip())
+        sha = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--", "adlab", "conf"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         sha, dirty = None, None
     return {"sha": sha, "dirty": dirty}

@@ -23,8 +23,10 @@ def to_uint8_image(image: torch.Tensor, normalize: str) -> np.ndarray:
 
 def heat_colors(values: np.ndarray) -> np.ndarray:
     """Values in [0,1] -> (..., 3) uint8 with a blue-cyan-yellow-red ramp (no matplotlib needed)."""
-    stops = np.array([[0, 0, 128], [0, 128, 255], [0, 255, 255], [255, 255, 0], [255, 64, 0],
-                      [160, 0, 0]], dtype=np.float32)
+    stops = np.array(
+        [[0, 0, 128], [0, 128, 255], [0, 255, 255], [255, 255, 0], [255, 64, 0], [160, 0, 0]],
+        dtype=np.float32,
+    )
     pos = np.clip(values, 0, 1) * (len(stops) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
     frac = (pos - lo)[..., None]

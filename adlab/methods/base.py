@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from adlab.metrics import AnomalyEvaluator
 from adlab.scoring import anomaly_maps, image_scores
 
+
 def complete(factory, **defaults):
     """Call a Hydra `_partial_` factory, filling in only the arguments its config left unset.
 
@@ -112,7 +113,9 @@ class DistillationMethod(pl.LightningModule):
             return opt
         sched = self.scheduler_cfg
         if sched.get("name") != "cosine":
-            raise ValueError(f"method.scheduler.name must be 'cosine' or null, got {sched.get('name')!r}")
+            raise ValueError(
+                f"method.scheduler.name must be 'cosine' or null, got {sched.get('name')!r}"
+            )
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=sched["T_max"], eta_min=sched.get("eta_min", 0.0)
         )
@@ -122,8 +125,14 @@ class DistillationMethod(pl.LightningModule):
         parts = self.compute_loss(batch)
         bs = batch["image"].shape[0]
         for name, value in parts.items():
-            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, batch_size=bs,
-                     prog_bar=name == "loss")
+            self.log(
+                f"train/{name}",
+                value.detach(),
+                on_step=True,
+                on_epoch=True,
+                batch_size=bs,
+                prog_bar=name == "loss",
+            )
         return parts["loss"]
 
     # --- scoring -------------------------------------------------------------------------------
@@ -180,14 +189,16 @@ class DistillationMethod(pl.LightningModule):
         for i, label in enumerate(batch["label"].tolist()):
             if sum(v["label"] == label for v in self.visuals) >= per_label:
                 continue
-            self.visuals.append({
-                "image": batch["image"][i].detach().float().cpu(),
-                "map": maps[i],
-                "score": float(scores[i]),
-                "label": int(label),
-                "mask": None if masks is None else masks[i].cpu(),
-                "path": batch["path"][i],
-            })
+            self.visuals.append(
+                {
+                    "image": batch["image"][i].detach().float().cpu(),
+                    "map": maps[i],
+                    "score": float(scores[i]),
+                    "label": int(label),
+                    "mask": None if masks is None else masks[i].cpu(),
+                    "path": batch["path"][i],
+                }
+            )
 
     # --- checkpoints carry the resolved config so adlab.evaluate can rebuild the method --------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

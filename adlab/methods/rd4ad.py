@@ -11,7 +11,7 @@ from adlab.models.losses import get_loss
 
 
 class RD4AD(DistillationMethod):
-    """Reverse distillation. `fusion` and `student` are factories completed with the teacher's shape.
+    """Reverse distillation; `fusion` and `student` are factories completed with teacher shapes.
 
     The teacher's stage depths and block type decide the OCBE depth and the mirrored decoder, so
     `teacher=resnet18` gives the official ResNet18 variant with no other change.
@@ -28,15 +28,22 @@ class RD4AD(DistillationMethod):
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, scoring=scoring,
-                         evaluation=evaluation)
+        super().__init__(
+            optimizer=optimizer, scheduler=scheduler, scoring=scoring, evaluation=evaluation
+        )
         if len(teacher.channels) != 3:
-            raise ValueError(f"RD4AD needs a teacher with 3 taps (teacher.layers), got {teacher.channels}")
+            raise ValueError(
+                f"RD4AD needs a teacher with 3 taps (teacher.layers), got {teacher.channels}"
+            )
         self.teacher = self.freeze(teacher)
         self.input_divisor = teacher.strides[-1] * 2  # OCBE halves the coarsest tap once more
         shape = {"block": teacher.block, "base_width": teacher.base_width}
-        self.fusion = complete(fusion, in_channels=teacher.channels, layers=teacher.depths[0], **shape)
-        self.student = complete(student, out_channels=teacher.channels, depths=teacher.depths, **shape)
+        self.fusion = complete(
+            fusion, in_channels=teacher.channels, layers=teacher.depths[0], **shape
+        )
+        self.student = complete(
+            student, out_channels=teacher.channels, depths=teacher.depths, **shape
+        )
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
 

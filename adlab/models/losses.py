@@ -14,7 +14,9 @@ def _check(targets: Sequence[Tensor], preds: Sequence[Tensor]) -> None:
         raise ValueError(f"{len(targets)} target scales but {len(preds)} predicted scales")
     for i, (t, p) in enumerate(zip(targets, preds)):
         if t.shape != p.shape:
-            raise ValueError(f"scale {i}: target shape {tuple(t.shape)} != prediction {tuple(p.shape)}")
+            raise ValueError(
+                f"scale {i}: target shape {tuple(t.shape)} != prediction {tuple(p.shape)}"
+            )
 
 
 def flat_cos_loss(targets: Sequence[Tensor], preds: Sequence[Tensor]) -> Tensor:

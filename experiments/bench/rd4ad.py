@@ -50,14 +50,20 @@ def bench_adlab(args) -> dict:
     # adlab-w64: the OCBE at base width 64, the architecture anomalib builds (the official code
     # uses width_per_group 128 there), so that implementation speed is compared like for like.
     fusion_kw = {"base_width": 64} if args.impl == "adlab-w64" else {}
-    method = RD4AD(teacher=TimmEncoder("wide_resnet50_2", pretrained=False),
-                   fusion=functools.partial(OCBE, **fusion_kw),
-                   student=functools.partial(ReverseDecoder),
-                   optimizer={"lr": 0.005, "betas": (0.5, 0.999)})
+    method = RD4AD(
+        teacher=TimmEncoder("wide_resnet50_2", pretrained=False),
+        fusion=functools.partial(OCBE, **fusion_kw),
+        student=functools.partial(ReverseDecoder),
+        optimizer={"lr": 0.005, "betas": (0.5, 0.999)},
+    )
     opt = method.configure_optimizers()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    parts: dict[str, list[float]] = {"teacher_fwd": [], "student_fwd": [], "backward": [],
-                                     "optimizer": []}
+    parts: dict[str, list[float]] = {
+        "teacher_fwd": [],
+        "student_fwd": [],
+        "backward": [],
+        "optimizer": [],
+    }
 
     def step():
         method.train()
@@ -79,7 +85,7 @@ def bench_adlab(args) -> dict:
         method.predict_maps(x)
 
     train = _timed(step, args.repeats, args.warmup)
-    breakdown = {k: statistics.median(v[args.warmup:]) for k, v in parts.items()}
+    breakdown = {k: statistics.median(v[args.warmup :]) for k, v in parts.items()}
     test = _timed(infer, args.repeats, 1)
     return {"train": train, "infer": test, "breakdown": breakdown}
 
@@ -93,9 +99,13 @@ def bench_anomalib(args) -> dict:
         loss_fn = ReverseDistillationLoss()
     except ImportError:  # pragma: no cover - older layouts
         from adlab.models.losses import flat_cos_loss as loss_fn
-    model = ReverseDistillationModel(backbone="wide_resnet50_2", input_size=(args.size, args.size),
-                                     layers=["layer1", "layer2", "layer3"],
-                                     anomaly_map_mode="add", pre_trained=False)
+    model = ReverseDistillationModel(
+        backbone="wide_resnet50_2",
+        input_size=(args.size, args.size),
+        layers=["layer1", "layer2", "layer3"],
+        anomaly_map_mode="add",
+        pre_trained=False,
+    )
     params = list(model.bottleneck.parameters()) + list(model.decoder.parameters())
     opt = torch.optim.Adam(params, lr=0.005, betas=(0.5, 0.999))
     x = torch.randn(args.batch, 3, args.size, args.size)
@@ -113,8 +123,10 @@ def bench_anomalib(args) -> dict:
         model.eval()
         model(x)
 
-    return {"train": _timed(step, args.repeats, args.warmup),
-            "infer": _timed(infer, args.repeats, 1)}
+    return {
+        "train": _timed(step, args.repeats, args.warmup),
+        "infer": _timed(infer, args.repeats, 1),
+    }
 
 
 def child(args) -> None:
@@ -126,20 +138,34 @@ def child(args) -> None:
 
 
 def run_child(impl: str, args) -> dict | None:
-    cmd = [sys.executable, __file__, "--impl", impl, "--batch", str(args.batch), "--size",
-           str(args.size), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--impl",
+        impl,
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(args.size),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     print(f"[{impl}] failed:\n{proc.stderr[-2000:]}")
     return None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--impl", choices=["adlab", "adlab-w64", "anomalib"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
@@ -157,20 +183,28 @@ def main() -> None:
         rows["adlab-w64"] = run_child("adlab-w64", args)
         rows["anomalib"] = run_child("anomalib", args)
     except ImportError:
-        print("anomalib is not installed in this interpreter: anomalib column skipped "
-              "(run this script with the bench-env interpreter to compare).")
-    print(f"\nRD4AD wide_resnet50_2, {args.size}px, batch {args.batch}, "
-          f"{args.threads} threads, median of {args.repeats}")
+        print(
+            "anomalib is not installed in this interpreter: anomalib column skipped "
+            "(run this script with the bench-env interpreter to compare)."
+        )
+    print(
+        f"\nRD4AD wide_resnet50_2, {args.size}px, batch {args.batch}, "
+        f"{args.threads} threads, median of {args.repeats}"
+    )
     print(f"{'impl':<10}{'train step s':>14}{'infer img/s':>14}{'peak RSS MiB':>14}")
     for name, r in rows.items():
         if r:
-            print(f"{name:<10}{statistics.median(r['train']):>14.3f}"
-                  f"{args.batch / statistics.median(r['infer']):>14.2f}{r['peak_rss_mib']:>14.0f}")
+            print(
+                f"{name:<10}{statistics.median(r['train']):>14.3f}"
+                f"{args.batch / statistics.median(r['infer']):>14.2f}{r['peak_rss_mib']:>14.0f}"
+            )
     if rows.get("adlab"):
         b = rows["adlab"]["breakdown"]
         total = sum(b.values())
-        print("adlab training step breakdown: " + ", ".join(
-            f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in b.items()))
+        print(
+            "adlab training step breakdown: "
+            + ", ".join(f"{k} {v:.3f}s ({100 * v / total:.0f}%)" for k, v in b.items())
+        )
     theirs = rows.get("anomalib")
     for name in ("adlab-w64", "adlab"):
         ours = rows.get(name)
@@ -179,8 +213,10 @@ def main() -> None:
             infer = statistics.median(theirs["infer"]) / statistics.median(ours["infer"])
             print(f"{name} speed-up over anomalib: training x{train:.2f}, inference x{infer:.2f}")
     if theirs:
-        print("(adlab = the official OCBE width, 58.9M bottleneck parameters; adlab-w64 and anomalib "
-              "= base width 64, 39.2M)")
+        print(
+            "(adlab = the official OCBE width, 58.9M bottleneck parameters; adlab-w64 and anomalib "
+            "= base width 64, 39.2M)"
+        )
 
 
 if __name__ == "__main__":

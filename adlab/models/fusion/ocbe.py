@@ -18,8 +18,8 @@ class OCBE(nn.Module):
     """Fuse three teacher scales (c1@4s, c2@2s, c3@s) into one compact code (2*c3 @ s/2).
 
     MFF brings the two finer maps down to the coarsest scale with stride-2 3x3 convolutions and
-    concatenates them with it (3*c3 channels); OCE is a stage of `layers` residual blocks whose first
-    block halves the resolution. For WRN50 this is 3072@16 -> 2048@8 at 256 px.
+    concatenates them with it (3*c3 channels); OCE is a stage of `layers` residual blocks, the first
+    halving the resolution. For WRN50 this is 3072@16 -> 2048@8 at 256 px.
     """
 
     def __init__(
@@ -37,10 +37,11 @@ class OCBE(nn.Module):
         self.mid = _down(c2, c3)
         self.out_channels = 2 * c3
         planes = self.out_channels // EXPANSION[block]
-        self.oce = make_stage(block, 3 * c3, planes, layers, stride=2, up=False, base_width=base_width)
+        self.oce = make_stage(
+            block, 3 * c3, planes, layers, stride=2, up=False, base_width=base_width
+        )
         init_resnet_weights(self)
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         f1, f2, f3 = feats
         return self.oce(torch.cat([self.fine(f1), self.mid(f2), f3], dim=1))
-

@@ -119,9 +119,13 @@ class TimmEncoder(nn.Module):
     def _download(self) -> nn.Module:
         cached = cached_weights(self.name)
         if cached:
-            return timm.create_model(self.name, pretrained=True, features_only=True,
-                                     out_indices=self.layers,
-                                     pretrained_cfg_overlay={"file": cached})
+            return timm.create_model(
+                self.name,
+                pretrained=True,
+                features_only=True,
+                out_indices=self.layers,
+                pretrained_cfg_overlay={"file": cached},
+            )
         reason = "the hub is not reachable"
         if hub_reachable():
             try:

@@ -20,7 +20,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise WeightsError(f"weight file not found: {path}. Pass an existing .pth or .safetensors file.")
+        raise WeightsError(
+            f"weight file not found: {path}. Pass an existing .pth or .safetensors file."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -57,7 +59,11 @@ def key_diff(
         if tuple(expected[k].shape) != tuple(given[k].shape)
     )
     lines = []
-    for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+    for title, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", shapes),
+    ):
         if keys:
             shown = keys[:10] + ([f"... and {len(keys) - 10} more"] if len(keys) > 10 else [])
             lines.append(f"{title} ({len(keys)}): " + ", ".join(shown))
