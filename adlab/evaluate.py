@@ -20,7 +20,7 @@ from adlab.run import ConfigError, build_datamodule, build_method, dataset_prove
 from adlab.tracking import finish_wandb, make_loggers
 
 # Keys that define the trained model: taken from the checkpoint, never from the command line.
-MODEL_KEYS = ("method", "teacher", "fusion", "student", "image_size")
+MODEL_KEYS = ("method", "method_name", "teacher", "fusion", "student", "image_size")
 TRANSFORM_KEYS = ("crop_size", "resample", "normalize")
 
 

@@ -39,10 +39,10 @@ def dataset_label(result: dict) -> str:
 
 
 def method_label(result: dict) -> str:
-    cfg = result.get("config", {})
+    """The method, with the teacher when it has a single named one (rd4ad (resnet18.tv_in1k))."""
+    teacher = result.get("config", {}).get("teacher", {}).get("name")
     name = result.get("method") or "?"
-    teacher = cfg.get("teacher", {}).get("name")
-    return name.split("_")[0] + (f" ({teacher})" if teacher else "") if name != "?" else name
+    return f"{name} ({teacher})" if teacher else name
 
 
 def table(results: list[dict], metric: str) -> tuple[list[str], list[str], dict]:

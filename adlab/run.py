@@ -155,7 +155,8 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
     if method.evaluator is not None and "aupro" in method.test_results:
         method.evaluator.save_pro_curve(run_dir)
     results = {
-        "method": cfg.run_name,
+        "method": cfg.method_name,
+        "run_name": cfg.run_name,
         "run_dir": str(run_dir),
         "metrics": method.test_results,
         **extra,
