@@ -1,0 +1,117 @@
+"""Decode image and mask files of any format the benchmarks use into PIL images.
+
+Every image comes out as 8-bit "L"/"RGB" (cheap to resize and cache) or, for high bit-depth data,
+as a float "F" image in [0, 1] scaled by the image's real value range, so 12-bit CT stored in
+16-bit PNGs is neither clipped nor crushed into the darkest 1/16 of the range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from adlab.data.records import DatasetError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for the file types adlab reads (by extension, case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _scale_range(array: np.ndarray) -> Image.Image:
+    """Map a high bit-depth array to a float image in [0, 1] by its own min..max."""
+    data = array.astype(np.float32)
+    low, high = float(data.min()), float(data.max())
+    data = (data - low) / (high - low) if high > low else np.zeros_like(data)
+    return Image.fromarray(data, mode="F")
+
+
+def _read_dicom(path: Path) -> Image.Image:
+    try:
+        import pydicom
+    except ImportError as exc:
+        raise DatasetError(
+            f"{path}: DICOM files need pydicom; install the extra with `pip install adlab[dicom]`."
+        ) from exc
+    ds = pydicom.dcmread(str(path))
+    data = ds.pixel_array.astype(np.float32)
+    data = data * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+    if data.ndim == 3 and data.shape[-1] == 3:
+        return Image.fromarray(np.clip(data, 0, 255).astype(np.uint8), mode="RGB")
+    if data.ndim != 2:
+        data = data[data.shape[0] // 2]  # a multi-frame volume: its middle slice
+    return _scale_range(data)
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to L, RGB or F (high bit-depth)."""
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _scale_range(np.asarray(image))
+    if mode == "P":
+        return (
+            image.convert("RGBA").convert("RGB")
+            if "transparency" in image.info
+            else (image.convert("RGB"))
+        )
+    if mode in ("RGBA", "LA", "PA"):
+        rgb = "RGB" if mode == "RGBA" else "L"
+        return image.convert(rgb)  # alpha dropped: benchmarks store opaque content there
+    if mode == "1":
+        return image.convert("L")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, ...
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode one image to an L, RGB or F image; DatasetError naming the file if it cannot."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return _read_dicom(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                return _scale_range(np.array(image))
+            return _normalise_mode(image)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: image file not found.") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(
+            f"{path}: cannot decode this image ({exc}). Replace the file, or set "
+            "dataset.on_bad_image=skip to skip it (it is then listed in results.json)."
+        ) from exc
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Decode a mask file to a (H, W) uint8 array of 0/1: any nonzero pixel is anomalous."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            # a palette mask's indices need not map 0 to black: compare the colours instead
+            array = np.asarray(image.convert("RGB") if image.mode == "P" else image)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: mask file not found.") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot decode this mask ({exc}); replace the file.") from exc
+    if array.ndim == 3:
+        array = array.any(axis=2)
+    return (array != 0).astype(np.uint8)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header, without decoding the pixels."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        image = read_image(path)
+        return image.size
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read the image header ({exc}).") from exc

@@ -1,0 +1,65 @@
+"""Helpers every reader shares: checked folders, sorted image listings, mask lookup by stem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from adlab.data.io import is_image_file
+from adlab.data.records import DatasetError
+
+
+def require_dir(path: Path, layout: str) -> Path:
+    """The folder, or DatasetError naming the expected path and the layout."""
+    if not path.is_dir():
+        raise DatasetError(f"missing folder {path}; expected layout: {layout}")
+    return path
+
+
+def require_file(path: Path, layout: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"missing file {path}; expected layout: {layout}")
+    return path
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in folder, sorted by name (hidden files ignored)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and is_image_file(p) and not p.name.startswith(".")
+    )
+
+
+def mask_index(folder: Path) -> dict[str, Path]:
+    """Map of image stem -> mask file in folder, accepting '<stem>_mask.ext' and '<stem>.ext'."""
+    index: dict[str, Path] = {}
+    if not folder.is_dir():
+        return index
+    for path in list_images(folder):
+        stem = path.stem
+        index.setdefault(stem, path)
+        if stem.endswith("_mask"):
+            index[stem[: -len("_mask")]] = path
+    return index
+
+
+def categories(config: Mapping[str, Any], known: tuple[str, ...] | None, key: str) -> list[str]:
+    """dataset.category as a list: a name, a list of names, or 'all' (every known category)."""
+    value = config.get("category")
+    if value is None:
+        raise DatasetError(f"dataset.category is required for {key}; e.g. dataset.category=...")
+    names = (
+        list(known or ())
+        if value == "all"
+        else ([value] if isinstance(value, str) else [str(v) for v in value])
+    )
+    if known:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise DatasetError(
+                f"dataset.category={unknown[0]!r} is not a {key} category; use one of "
+                f"{', '.join(known)} (or 'all')."
+            )
+    return names

@@ -1,0 +1,102 @@
+"""MVTec AD layout and its relatives: MPDD (same layout), BTAD (ok/ko, .bmp or .png masks without
+a suffix) and MVTec AD 2 (test_public with its ground truth inside, validation/good)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from adlab.data.readers.common import categories, list_images, mask_index, require_dir
+from adlab.data.records import DatasetError, Sample
+
+MVTEC_CATEGORIES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
+    "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)  # fmt: skip
+MVTEC2_CATEGORIES = (
+    "can", "fabric", "fruit_jelly", "rice", "sheet_metal", "vial", "wallplugs", "walnuts",
+)  # fmt: skip
+MPDD_CATEGORIES = (
+    "bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes",
+)  # fmt: skip
+BTAD_CATEGORIES = ("01", "02", "03")
+
+MVTEC_LAYOUT = (
+    "<root>/<category>/train/good/*.png, <root>/<category>/test/<good|defect>/*.png, "
+    "<root>/<category>/ground_truth/<defect>/<name>_mask.png"
+)
+BTAD_LAYOUT = "<root>/<01|02|03>/train/ok, test/{ok,ko}, ground_truth/ko/<name>.png|.bmp"
+MVTEC2_LAYOUT = (
+    "<root>/<category>/train/good, validation/good, test_public/{good,bad}, "
+    "test_public/ground_truth/bad/<name>_mask.png"
+)
+
+
+def read_category(
+    base: Path, category: str, *, good: str = "good", test: str = "test",
+    ground_truth: Path | None = None, layout: str = MVTEC_LAYOUT, masks: bool = True,
+) -> list[Sample]:  # fmt: skip
+    """One category folder of the MVTec layout -> train and test Samples."""
+    require_dir(base, layout)
+    train_dir = require_dir(base / "train" / good, layout)
+    samples = [Sample(str(p), 0, "train", category) for p in list_images(train_dir)]
+    test_dir = require_dir(base / test, layout)
+    gt_root = ground_truth if ground_truth is not None else base / "ground_truth"
+    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        if defect_dir.resolve() == gt_root.resolve():
+            continue
+        defect = defect_dir.name
+        is_good = defect == good
+        index = {} if is_good or not masks else mask_index(gt_root / defect)
+        for path in list_images(defect_dir):
+            mask = None
+            if not is_good and masks:
+                found = index.get(path.stem)
+                if found is None:
+                    raise DatasetError(
+                        f"{path}: anomalous test image without a mask; expected "
+                        f"{gt_root / defect / (path.stem + '_mask.png')} (layout: {layout})."
+                    )
+                mask = str(found)
+            samples.append(Sample(str(path), 0 if is_good else 1, "test", category, mask))
+    return samples
+
+
+def read_mvtec(root: Path, config: Mapping[str, Any]) -> list[Sample]:
+    return _read_all(root, config, MVTEC_CATEGORIES, "mvtec")
+
+
+def read_mpdd(root: Path, config: Mapping[str, Any]) -> list[Sample]:
+    return _read_all(root, config, MPDD_CATEGORIES, "mpdd")
+
+
+def _read_all(root: Path, config: Mapping[str, Any], known: tuple[str, ...], key: str):
+    known_or_any = None if config.get("strict_categories") is False else known
+    out: list[Sample] = []
+    for category in categories(config, known_or_any, key):
+        out += read_category(root / category, category, masks=bool(config.get("masks", True)))
+    return out
+
+
+def read_btad(root: Path, config: Mapping[str, Any]) -> list[Sample]:
+    out: list[Sample] = []
+    for category in categories(config, BTAD_CATEGORIES, "btad"):
+        out += read_category(root / category, category, good="ok", layout=BTAD_LAYOUT)
+    return out
+
+
+def read_mvtec2(root: Path, config: Mapping[str, Any]) -> list[Sample]:
+    out: list[Sample] = []
+    for category in categories(config, MVTEC2_CATEGORIES, "mvtec2"):
+        base = root / category
+        test = str(config.get("test_split", "test_public"))
+        samples = read_category(
+            base, category, test=test, ground_truth=base / test / "ground_truth",
+            layout=MVTEC2_LAYOUT,
+        )  # fmt: skip
+        valid_dir = base / "validation" / "good"
+        if valid_dir.is_dir():
+            samples += [Sample(str(p), 0, "valid", category) for p in list_images(valid_dir)]
+        out += samples
+    return out

@@ -1,0 +1,219 @@
+"""Each reader on a miniature tree in its published layout, and each broken variant."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from adlab.data import AnomalyDataModule, DatasetError
+from adlab.data.readers import READERS, get_reader
+from tests.data_trees import (
+    bmad_tree,
+    goodbad_tree,
+    medianomaly_tree,
+    meta_json_tree,
+    mvtec_tree,
+    visa_tree,
+    write_mask,
+    write_png,
+)
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+
+
+def config(name: str, root: Path, **overrides) -> dict:
+    """The shipped conf/dataset/<name>.yaml with root (and overrides) replaced."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    cfg.update(root=str(root), **overrides)
+    return cfg
+
+
+def read(name: str, root: Path, **overrides) -> AnomalyDataModule:
+    dm = AnomalyDataModule(dataset=config(name, root, **overrides), image_size=16,
+                           normalize="none", batch_size=8, eval_batch_size=8)  # fmt: skip
+    dm.setup()
+    return dm
+
+
+def counts(dm: AnomalyDataModule) -> tuple:
+    s = dm.summary()
+    return s["train"]["normal"], s["test"]["normal"], s["test"]["anomalous"], s["masks"]
+
+
+def test_every_shipped_config_names_a_known_reader():
+    for path in sorted(CONF.glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        assert cfg.name == path.stem, path
+        assert "root" in cfg, path
+        assert get_reader(cfg) in READERS.values()
+
+
+def test_mvtec_counts_labels_masks_and_modes(tmp_path):
+    n = mvtec_tree(tmp_path)
+    dm = read("mvtec", tmp_path)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], n["test_anomalous"])
+    assert dm.has_masks
+    for sample in dm.splits["test"]:
+        assert (sample.mask is not None) == (sample.label == 1)
+        if sample.mask:
+            assert Path(sample.mask).stem == Path(sample.path).stem + "_mask"
+            assert Path(sample.mask).parent.name == Path(sample.path).parent.name
+    batch = next(iter(dm.train_dataloader()))  # 8-bit L, 16-bit and RGBA decode together
+    assert batch["image"].shape == (3, 3, 16, 16)
+    assert {s.category for s in dm.splits["test"]} == {"bottle"}
+
+
+def test_mvtec_missing_mask_and_missing_folders(tmp_path):
+    mvtec_tree(tmp_path)
+    with pytest.raises(DatasetError, match="not a mvtec category"):
+        read("mvtec", tmp_path, category="bottel")
+    (tmp_path / "bottle/ground_truth/hole/000_mask.png").unlink()
+    with pytest.raises(DatasetError, match="hole/000.png: anomalous test image without a mask"):
+        read("mvtec", tmp_path)
+    shutil.rmtree(tmp_path / "bottle/train")
+    with pytest.raises(DatasetError, match="missing folder .*bottle/train/good; expected layout"):
+        read("mvtec", tmp_path)
+
+
+def test_mvtec_all_categories_and_mpdd(tmp_path):
+    mvtec_tree(tmp_path, "bottle")
+    mvtec_tree(tmp_path, "cable")
+    dm = read("mvtec", tmp_path, category=["bottle", "cable"])
+    assert counts(dm) == (6, 4, 6, 6)
+    assert {s.category for s in dm.splits["train"]} == {"bottle", "cable"}
+    mvtec_tree(tmp_path / "mpdd", "tubes")
+    assert counts(read("mpdd", tmp_path / "mpdd", category="tubes")) == (3, 2, 3, 3)
+
+
+def test_btad_bmp_masks_without_suffix(tmp_path):
+    n = mvtec_tree(tmp_path, "03", mask_ext=".bmp", good="ok", suffix="")
+    for defect in ("crack", "hole"):  # BTAD has a single 'ko' defect folder
+        for p in (tmp_path / f"03/test/{defect}").iterdir():
+            (tmp_path / "03/test/ko").mkdir(exist_ok=True)
+            p.rename(tmp_path / "03/test/ko" / f"{defect}{p.name}")
+        for p in (tmp_path / f"03/ground_truth/{defect}").iterdir():
+            (tmp_path / "03/ground_truth/ko").mkdir(exist_ok=True)
+            p.rename(tmp_path / "03/ground_truth/ko" / f"{defect}{p.name}")
+    dm = read("btad", tmp_path, category="03")
+    assert counts(dm) == (n["train"], n["test_normal"], 3, 3)
+    assert all(s.mask.endswith(".bmp") for s in dm.splits["test"] if s.label)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["mask"].shape[1:] == (1, 16, 16) and int(batch["mask"].max()) == 1
+
+
+def test_mvtec2_test_public_and_validation(tmp_path):
+    base = tmp_path / "can"
+    for i in range(3):
+        write_png(base / "train/good" / f"{i}.png")
+    write_png(base / "validation/good/0.png")
+    write_png(base / "test_public/good/0.png")
+    for i in range(2):
+        write_png(base / "test_public/bad" / f"{i}.png")
+        write_mask(base / "test_public/ground_truth/bad" / f"{i}_mask.png")
+    dm = read("mvtec2", tmp_path)
+    assert counts(dm) == (3, 1, 2, 2)
+    assert dm.summary()["valid"] == {"normal": 1, "anomalous": 0}
+
+
+def test_visa_official_split_file(tmp_path):
+    n = visa_tree(tmp_path)
+    dm = read("visa", tmp_path, category="pcb1")
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 2)
+    assert {s.category for s in dm.splits["test"]} == {"pcb1"}
+    assert counts(read("visa", tmp_path, category="all")) == (4, 2, 4, 4)
+    (tmp_path / "pcb1/Data/Masks/Anomaly/001.png").unlink()
+    with pytest.raises(DatasetError, match="1cls.csv:.*no mask file"):
+        read("visa", tmp_path, category="pcb1")
+    (tmp_path / "split_csv/1cls.csv").unlink()
+    with pytest.raises(DatasetError, match="missing file .*1cls.csv"):
+        read("visa", tmp_path, category="pcb1")
+
+
+@pytest.mark.parametrize("resc,img_sub", [(False, True), (False, False), (True, False)])
+def test_bmad_uses_its_own_validation_split(tmp_path, resc, img_sub):
+    n = bmad_tree(tmp_path, resc=resc, img_sub=img_sub)
+    dm = read("bmad_resc" if resc else "bmad_brain", tmp_path)
+    assert counts(dm) == (n["train"], *n["test"], n["test"][1] + n["valid"][1])
+    assert dm.summary()["valid"] == {"normal": n["valid"][0], "anomalous": n["valid"][1]}
+    val = next(iter(dm.val_dataloader()))
+    assert val["label"].tolist() == [1, 1, 0] and "mask" in val
+    with pytest.raises(DatasetError, match="own validation split"):
+        read("bmad_brain", tmp_path, val_fraction=0.2) if not resc else read(
+            "bmad_resc", tmp_path, val_fraction=0.2)  # fmt: skip
+
+
+def test_bmad_image_level_sets_and_missing_masks(tmp_path):
+    bmad_tree(tmp_path / "oct", masks=False)
+    dm = read("bmad_oct2017", tmp_path / "oct")
+    assert counts(dm) == (3, 2, 3, 0) and not dm.has_masks
+    with pytest.raises(DatasetError, match="anomaly_mask"):
+        read("bmad_liver", tmp_path / "oct")
+
+
+def test_medianomaly_data_json(tmp_path):
+    n = medianomaly_tree(tmp_path)
+    dm = read("medianomaly_isic2018", tmp_path)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 0)
+    listing = json.loads((tmp_path / "data.json").read_text())
+    listing["test"]["1"].append("missing.png")
+    (tmp_path / "data.json").write_text(json.dumps(listing))
+    with pytest.raises(DatasetError, match="lists missing.png"):
+        read("medianomaly_isic2018", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["d24fad_his", "d24fad_braintumor", "headct", "brainmri"])
+def test_good_bad_layouts_with_bmp_and_tiff(tmp_path, name):
+    n = goodbad_tree(tmp_path)
+    dm = read(name, tmp_path, sampler=None)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 0)
+    shutil.rmtree(tmp_path / "test/bad")
+    with pytest.raises(DatasetError, match="test/bad"):
+        read(name, tmp_path)
+
+
+def test_zhanglab_and_chexpert_folders(tmp_path):
+    for split in ("train", "val", "test"):
+        for cls, n in (("normal_256", 3), ("pneumonia_256", 2)):
+            for i in range(n):
+                write_png(tmp_path / split / cls / f"{i}.jpeg")
+    dm = read("zhanglab", tmp_path)
+    assert counts(dm) == (3, 3, 2, 0)  # training pneumonia images are never used
+    assert dm.summary()["valid"] == {"normal": 3, "anomalous": 2}
+
+
+def test_folder_like_anomalib(tmp_path):
+    for i in range(10):
+        write_png(tmp_path / "good" / f"{i}.png")
+    for i in range(2):
+        write_png(tmp_path / "bad" / f"{i}.png")
+        write_mask(tmp_path / "masks" / f"{i}.png")
+    dm = read("folder", tmp_path, mask_dir="masks")
+    assert counts(dm) == (8, 2, 2, 2)
+    dm2 = read("folder", tmp_path, mask_dir="masks")
+    assert [s.path for s in dm.splits["test"]] == [s.path for s in dm2.splits["test"]]
+    (tmp_path / "masks/1.png").unlink()
+    with pytest.raises(DatasetError, match="no mask named 1"):
+        read("folder", tmp_path, mask_dir="masks")
+
+
+def test_unimedical_meta_json_multiclass(tmp_path):
+    n = meta_json_tree(tmp_path)
+    dm = read("unimedical", tmp_path)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 2)
+    assert {s.category for s in dm.splits["test"]} == {"brain", "liver"}
+    assert counts(read("unimedical", tmp_path, category="liver")) == (2, 1, 1, 1)
+    assert len(read("unimedical", tmp_path, category="liver")._loader(
+        "train", False, False).dataset) == 2  # fmt: skip
+
+
+def test_kshot_on_a_reader(tmp_path):
+    goodbad_tree(tmp_path)
+    sampler = {"name": "kshot", "shots": 2, "seed": 1}
+    dm = AnomalyDataModule(dataset=config("d24fad_lag", tmp_path), sampler=sampler, image_size=16)
+    dm.setup()
+    assert dm.summary()["train"] == {"normal": 2}
+    assert dm.summary()["test"] == {"normal": 2, "anomalous": 2}
