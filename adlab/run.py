@@ -71,19 +71,23 @@ def build_method(cfg: DictConfig) -> DistillationMethod:
     return method
 
 
-def _checkpoint_callback(cfg: DictConfig, run_dir: Path, has_val: bool) -> ModelCheckpoint:
+def _checkpoint_callback(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpoint:
+    """last.ckpt always; with select=best_val also best.ckpt by validation AUROC (a split with
+    anomalies, e.g. BMAD's) or by validation loss (a normal-only split from val_fraction)."""
     if cfg.select == "best_val":
-        if not has_val:
+        if not valid["normal"] + valid["anomalous"]:
             raise ConfigError(
                 "select=best_val needs a validation split: this dataset has none. Set "
                 "dataset.val_fraction (e.g. 0.1) or use select=last."
             )
+        both = valid["normal"] and valid["anomalous"]
+        monitor, mode = ("val/image_auroc", "max") if both else ("val/loss", "min")
         return ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             save_last=True,
             save_top_k=1,
-            monitor="val/image_auroc",
-            mode="max",
+            monitor=monitor,
+            mode=mode,
             filename="best",
         )
     if cfg.select != "last":
@@ -107,7 +111,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     }
     loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
     val_loader = datamodule.val_dataloader()
-    ckpt = _checkpoint_callback(cfg, run_dir, val_loader is not None)
+    ckpt = _checkpoint_callback(cfg, run_dir, datamodule.summary()["valid"])
     timer = PhaseTimer()
     trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
     trainer = pl.Trainer(

@@ -214,3 +214,26 @@ def test_bad_inputs_fail_with_clear_errors(tmp_path):
         check=False,
     )
     assert missing.returncode != 0 and str(tmp_path / "nowhere") in missing.stderr
+
+
+def test_best_val_selects_on_a_validation_split_never_on_test(tmp_path):
+    out = tmp_path / "bv"
+    adlab(
+        "adlab.run",
+        *TINY,
+        "trainer.max_epochs=2",
+        "logger=none",
+        "dataset.val_fraction=0.25",
+        "select=best_val",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["selected"].endswith("best.ckpt") and Path(results["selected"]).is_file()
+    summary = results["provenance"]["dataset"]["summary"]
+    assert summary["valid"] == {"normal": 16, "anomalous": 0}  # 25% of the 64 training normals
+    assert summary["train"]["normal"] == 48
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    assert len([r for r in rows if r.get("val/loss")]) == 2
+    no_val = adlab("adlab.run", *TINY, "select=best_val", cwd=tmp_path, check=False)
+    assert no_val.returncode != 0 and "needs a validation split" in no_val.stderr

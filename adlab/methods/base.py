@@ -39,6 +39,19 @@ def make_adam(groups: list[dict], *, fused: bool = True, **kwargs) -> torch.opti
     return torch.optim.Adam(groups, **kwargs)
 
 
+def select_samples(batch: dict, keep: Tensor) -> dict:
+    """The samples of a batch where `keep` is true (tensors indexed, lists filtered)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, Tensor) and value.shape[:1] == keep.shape:
+            out[key] = value[keep]
+        elif isinstance(value, list) and len(value) == len(keep):
+            out[key] = [v for v, k in zip(value, keep.tolist()) if k]
+        else:
+            out[key] = value
+    return out
+
+
 DEFAULT_EVAL = {"resolution": "gt", "fpr_limit": 0.3, "pixel_metrics": True, "n_visuals": 8}
 
 
@@ -160,14 +173,23 @@ class DistillationMethod(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_evaluator = self._new_evaluator()
         self._val_evaluator.pixel_metrics = False
+        self._val_labels: set[int] = set()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation AUROC when the split has both classes; the distillation loss on its normal
+        images always (the selection criterion of a normal-only split from val_fraction)."""
         self._update(self._val_evaluator, batch)
+        labels = batch["label"]
+        self._val_labels.update(labels.tolist())
+        normal = labels == 0
+        if normal.any():
+            loss = self.compute_loss(select_samples(batch, normal))["loss"]
+            self.log("val/loss", loss, on_epoch=True, batch_size=int(normal.sum()))
 
     def on_validation_epoch_end(self) -> None:
-        results = self._val_evaluator.compute()
-        value = results.get("image_auroc", float("nan"))
-        self.log("val/image_auroc", torch.tensor(value, dtype=torch.float32))
+        if self._val_labels == {0, 1}:
+            value = self._val_evaluator.compute()["image_auroc"]
+            self.log("val/image_auroc", torch.tensor(value, dtype=torch.float32))
 
     # --- test ----------------------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
