@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from adlab.data.io import read_image, read_mask
+from adlab.data.io import decoding, read_image, read_mask
 from adlab.data.records import DatasetError, Sample
 from adlab.data.transforms import Transform
 
@@ -59,18 +59,10 @@ def _check_header(path: str) -> tuple[int, int]:
     """Cheap validity check without a full decode (used when nothing is cached)."""
     if path.lower().endswith(".dcm"):
         return read_image(path).size
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            image.verify()
-        return size
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: image file not found.") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{path}: cannot decode this image ({exc}). Replace the file, or set "
-            "dataset.on_bad_image=skip to skip it (it is then listed in results.json)."
-        ) from exc
+    with decoding(path), Image.open(path) as image:
+        size = image.size
+        image.verify()
+    return size
 
 
 class AnomalyDataset(Dataset):

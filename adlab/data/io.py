@@ -7,6 +7,8 @@ as a float "F" image in [0, 1] scaled by the image's real value range, so 12-bit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,17 +70,11 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # CMYK, YCbCr, LAB, ...
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Decode one image to an L, RGB or F image; DatasetError naming the file if it cannot."""
-    path = Path(path)
-    if path.suffix.lower() == ".dcm":
-        return _read_dicom(path)
+@contextmanager
+def decoding(path: str | Path) -> Iterator[None]:
+    """Turn any failure to open or decode `path` into a DatasetError that names the file."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return _scale_range(np.array(image))
-            return _normalise_mode(image)
+        yield
     except FileNotFoundError as exc:
         raise DatasetError(f"{path}: image file not found.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -86,6 +82,18 @@ def read_image(path: str | Path) -> Image.Image:
             f"{path}: cannot decode this image ({exc}). Replace the file, or set "
             "dataset.on_bad_image=skip to skip it (it is then listed in results.json)."
         ) from exc
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode one image to an L, RGB or F image; DatasetError naming the file if it cannot."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return _read_dicom(path)
+    with decoding(path), Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            return _scale_range(np.array(image))
+        return _normalise_mode(image)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
