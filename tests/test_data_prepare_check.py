@@ -73,6 +73,66 @@ def test_brainmri_prepare_counts_and_rule(tmp_path):
         prepare("brainmri", raw, tmp_path / "out2", split_file=tmp_path / "none.csv")
 
 
+def fake_brainmri(raw: Path, names: list[str], duplicate: bool = True) -> None:
+    """The Kaggle layout: yes/ and no/ at the top, plus the same images in brain_tumor_dataset/."""
+    for base in (raw, raw / "brain_tumor_dataset") if duplicate else (raw,):
+        for name in names:
+            if name.lower().endswith(".png"):
+                write_png(base / name, size=8)
+            else:
+                write_jpeg(base / name, size=8)
+
+
+def brainmri_names() -> list[str]:
+    return sorted(read_split_file(SPLITS_DIR / "brainmri.csv"))
+
+
+def test_brainmri_split_file_lists_the_kaggle_set_split_by_the_rule():
+    committed = read_split_file(SPLITS_DIR / "brainmri.csv")
+    labels = {name: label for name, (label, _) in committed.items()}
+    assert sum(1 for n in committed if n.startswith("no/")) == 98
+    assert sum(1 for n in committed if n.startswith("yes/")) == 155
+    assert all(label == (name.startswith("yes/")) for name, label in labels.items())
+    # names as the Kaggle folders spell them (spaces, case and extension kept)
+    for name in ("no/1 no.jpeg", "no/No22.jpg", "no/N1.JPG", "no/no 9.png", "no/44no.jpg",
+                 "yes/Y1.jpg", "yes/Y109.JPG", "yes/Y92.jpg", "yes/Y92.png"):  # fmt: skip
+        assert name in committed, name
+    rule = assign_split(list(labels.items()))
+    assert {name: split for name, (_, split) in committed.items()} == rule
+    tally = {}
+    for label, split in committed.values():
+        tally[label, split] = tally.get((label, split), 0) + 1
+    assert tally == {(0, "train"): 69, (0, "test"): 29, (1, "test"): 155}
+
+
+def test_brainmri_prepare_reproduces_the_committed_split(tmp_path):
+    fake_brainmri(tmp_path / "raw", brainmri_names())
+    written = prepare("brainmri", tmp_path / "raw", tmp_path / "out")
+    assert written == {"train/good": 69, "test/good": 29, "test/bad": 155}
+    committed = read_split_file(SPLITS_DIR / "brainmri.csv")
+    for name, (label, split) in committed.items():
+        folder = "test/bad" if label else f"{split}/good"
+        assert (tmp_path / "out" / folder / name.replace("/", "_")).is_file(), name
+    assert sum(1 for p in (tmp_path / "out").rglob("*") if p.is_file()) == 253 + 1
+    assert read_split_file(tmp_path / "out" / "split.csv") == committed
+
+
+def test_brainmri_prepare_names_missing_and_unexpected_files(tmp_path):
+    raw = tmp_path / "raw"
+    names = [n for n in brainmri_names() if n != "yes/Y101.jpg"] + ["yes/Y73-Kian.jpg"]
+    fake_brainmri(raw, names, duplicate=False)
+    with pytest.raises(DatasetError, match=r"1 missing \('yes/Y101.jpg'\); 1 unexpected"
+                                           r" \('yes/Y73-Kian.jpg'\)"):  # fmt: skip
+        prepare("brainmri", raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (raw / "yes" / "Y73-Kian.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"1 missing \('yes/Y101.jpg'\)\. Use"):
+        prepare("brainmri", raw, tmp_path / "out")
+    # a known partial copy (154 tumour images) can still be split by the same rule on request
+    written = prepare("brainmri", raw, tmp_path / "out", check_counts=False)
+    assert written == {"train/good": 69, "test/good": 29, "test/bad": 154}
+
+
 def test_check_prints_a_summary_and_a_json_last_line(tmp_path, capsys):
     args = [f"dataset.root={tmp_path}", "dataset.n_train=5", "dataset.n_test_normal=2",
             "dataset.n_test_anomalous=3"]  # fmt: skip

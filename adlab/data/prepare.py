@@ -89,8 +89,10 @@ def collect_headct(raw: Path) -> list[RawImage]:
 
 
 def collect_brainmri(raw: Path) -> list[RawImage]:
-    """Kaggle brain-mri-images-for-brain-tumor-detection: yes/ (tumour) and no/ (mixed names and
-    extensions). The download also holds a duplicate copy in brain_tumor_dataset/: one is used."""
+    """Kaggle brain-mri-images-for-brain-tumor-detection: yes/ (155 tumour) and no/ (98 normal),
+    mixed names and extensions ("no/1 no.jpeg", "no/No22.jpg", "yes/Y92.png" next to
+    "yes/Y92.jpg"). The download also holds a duplicate copy in brain_tumor_dataset/: one is used.
+    Names are kept as "<folder>/<file>" so the committed split can list both folders."""
     base = raw if (raw / "yes").is_dir() else raw / "brain_tumor_dataset"
     out = []
     for folder, label in (("no", 0), ("yes", 1)):
@@ -119,15 +121,41 @@ def write_split_file(path: Path, images: list[RawImage], split: dict[str, str]) 
             writer.writerow([image.name, image.label, split[image.name]])
 
 
+def check_file_list(raw: Path, split_file: Path, found: set[str], listed: set[str]) -> None:
+    """Name the files the download lacks or adds against the committed list, so a partial or
+    extended copy (several circulate on GitHub) is caught before any image is written."""
+    missing, unexpected = sorted(listed - found), sorted(found - listed)
+    if not missing and not unexpected:
+        return
+
+    def show(names: list[str]) -> str:
+        return ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
+
+    parts = [f"{len(missing)} missing ({show(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected ({show(unexpected)})"] if unexpected else []
+    raise DatasetError(
+        f"{raw} does not match the file list committed in {split_file}: {'; '.join(parts)}. "
+        "Use the original, unmodified Kaggle download, or pass --no-count-check to split a "
+        "different copy by the same rule (its results are then not comparable)."
+    )
+
+
 def prepare(name: str, raw: Path, out: Path, check_counts: bool = True,
             split_file: Path | None = None) -> dict[str, int]:  # fmt: skip
-    """Write the standard layout for benchmark `name`; returns counts per output folder."""
+    """Write the standard layout for benchmark `name`; returns counts per output folder.
+
+    check_counts=False accepts a download that differs from the published one (counts or file
+    list): the same rule splits whatever is there and <out>/split.csv records the result."""
     if name not in BENCHMARKS:
         raise DatasetError(f"prepare knows {', '.join(BENCHMARKS)}, not {name!r}")
     if not raw.is_dir():
         raise DatasetError(f"--raw {raw} does not exist: point it at the unpacked Kaggle download")
     collect, expected = BENCHMARKS[name]
     images = collect(raw)
+    split_file = split_file or SPLITS_DIR / f"{name}.csv"
+    committed = read_split_file(split_file) if check_counts and split_file.is_file() else None
+    if committed is not None:
+        check_file_list(raw, split_file, {i.name for i in images}, set(committed))
     counts = {label: sum(1 for i in images if i.label == label) for label in (0, 1)}
     if check_counts and counts != expected:
         raise DatasetError(
@@ -135,9 +163,7 @@ def prepare(name: str, raw: Path, out: Path, check_counts: bool = True,
             f"{expected[0]} and {expected[1]} for {name}; is this the complete Kaggle download?"
         )
     split = assign_split([(i.name, i.label) for i in images])
-    split_file = split_file or SPLITS_DIR / f"{name}.csv"
-    if split_file.is_file():
-        committed = read_split_file(split_file)
+    if committed is not None:
         found = {i.name: (i.label, split[i.name]) for i in images}
         if found != committed:
             diff = sorted(set(found.items()) ^ set(committed.items()))[:3]
@@ -178,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-count-check",
         action="store_true",
-        help="accept a download whose image counts differ from the published ones",
+        help="accept a download whose counts or file names differ from the published ones "
+        "(split by the same rule, recorded in <out>/split.csv)",
     )
     args = parser.parse_args(argv)
     try:
