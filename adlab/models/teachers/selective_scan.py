@@ -24,15 +24,18 @@ try:  # optional CUDA kernel; never required
 except Exception:  # noqa: BLE001 - any import failure (missing package, ABI mismatch) disables it
     _mamba_scan_fn = None
 
-# The chunked scan works on (batch, D, chunk, N) buffers; the default chunk length keeps one
-# buffer near CHUNK_ELEMENTS values (3 MB float32), which is 64 positions at VMamba-Tiny stage-1
-# shapes (batch 1, D 768, N 16). 32-64 were fastest there on a 2-core CPU
-# (experiments/bench/scan.py); longer chunks fall out of cache, shorter ones pay per-op overhead.
+# Both chunked paths work on (chunk, batch, D, N) buffers; by default the chunk length keeps one
+# buffer near CHUNK_ELEMENTS values (3 MB float32): 64 positions at VMamba-Tiny stage-1 shapes
+# (batch 1, D 768, N 16), the fastest of 16-512 there on a 2-core CPU (experiments/bench/scan.py):
+# longer chunks fall out of cache, shorter ones pay more per-op overhead. MIN_CHUNK bounds that
+# overhead for large batch * D * N.
 CHUNK_ELEMENTS = 64 * 768 * 16
+MIN_CHUNK = 8
 DEFAULT_CHUNK = None  # None: derive the chunk length from CHUNK_ELEMENTS
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "MIN_CHUNK",
     "DEFAULT_CHUNK",
     "selective_scan",
     "selective_scan_ref",
@@ -86,10 +89,21 @@ def _grouped(m: Tensor, groups: int) -> Tensor:
     return m
 
 
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+
+
 def _softplus_fast(x: Tensor) -> Tensor:
-    """softplus as relu(x) + log(1 + exp(-|x|)): overflow-free, and about 3x faster than
-    F.softplus on CPU (whose log1p is not vectorised); differs by < 1e-7 where exp(-|x|) < eps."""
-    return torch.relu(x) + torch.log(torch.exp(-x.abs()) + 1.0)
+    """softplus as relu(x) + ln2 * log2(1 + exp2(-|x| log2(e))): overflow-free, and several times
+    faster than F.softplus on CPU (whose log1p is not vectorised, and exp2 is cheaper than exp);
+    differs by < 1e-6 where exp2(...) < eps. Differentiable; see `_softplus_fast_`."""
+    return torch.log2(torch.exp2(x.abs() * -_LOG2E) + 1.0) * _LN2 + torch.relu(x)
+
+
+def _softplus_fast_(x: Tensor) -> Tensor:
+    """In-place `_softplus_fast` (one temporary instead of five) for the no-grad path."""
+    pos = x.clamp_min(0.0)
+    return x.abs_().mul_(-_LOG2E).exp2_().add_(1.0).log2_().mul_(_LN2).add_(pos)
 
 
 def _prepare(
@@ -149,7 +163,7 @@ def selective_scan_ref(
     return (out, h.reshape(b, d, n)) if return_last_state else out
 
 
-def _scan_chunk(
+def _scan_chunk_autograd(
     u: Tensor, dl: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0: Tensor, sub: int
 ) -> tuple[Tensor, Tensor]:
     """Scan one chunk whose length is a multiple of `sub`, starting from state h0.
@@ -171,17 +185,11 @@ def _scan_chunk(
     C_q = Cm.reshape((pieces, sub) + Cm.shape[1:]).transpose(0, 1).contiguous()
     x = (d_q * u_q).unsqueeze(-1) * B_q.unsqueeze(-2)  # (sub, pieces, b, G, P, N)
     decay = torch.exp(d_q.unsqueeze(-1) * A)  # same shape, in (0, 1]
-    if torch.is_grad_enabled():  # out of place, so autograd can differentiate every step
-        states = [x[0]]
-        for q in range(1, sub):
-            states.append(torch.addcmul(x[q], decay[q], states[-1]))
-        local = torch.stack(states)  # states of each piece started from zero
-        cum = torch.exp(torch.cumsum(d_q, dim=0).unsqueeze(-1) * A)  # decay since piece start
-    else:  # inference: accumulate in place; the decays become cumulative decays on the way
-        local, cum = x, decay
-        for q in range(1, sub):
-            local[q].addcmul_(cum[q], local[q - 1])
-            cum[q].mul_(cum[q - 1])
+    states = [x[0]]  # out of place, so autograd can differentiate every step
+    for q in range(1, sub):
+        states.append(torch.addcmul(x[q], decay[q], states[-1]))
+    local = torch.stack(states)  # states of each piece started from zero
+    cum = torch.exp(torch.cumsum(d_q, dim=0).unsqueeze(-1) * A)  # decay since piece start
     carries = [h0]
     for p in range(pieces - 1):
         carries.append(torch.addcmul(local[-1, p], cum[-1, p], carries[-1]))
@@ -190,6 +198,133 @@ def _scan_chunk(
     y = torch.einsum("qpbgdn,qpbgn->qpbgd", h, C_q)  # (sub, pieces, b, G, P)
     y = y.transpose(0, 1).reshape(u.shape)
     return y, h[-1, -1]
+
+
+def _scan_autograd(
+    u_t: Tensor, d_t: Tensor, A3: Tensor, B_t: Tensor, C_t: Tensor, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """Differentiable scan over time-first inputs (see `_scan_inference` for the layouts).
+
+    Every step is out of place so autograd can differentiate it; each chunk is cut into about
+    sqrt(chunk) pieces scanned side by side (see `_scan_chunk_autograd`), which keeps the graph
+    to a few large ops per chunk instead of one small op per position.
+    """
+    length, b, groups, per = u_t.shape
+    sub = max(1, math.isqrt(min(chunk_size, length)))
+    chunk = max(sub, (chunk_size // sub) * sub)
+    padded = -(-length // sub) * sub
+    if padded > length:  # delta = 0 and u = 0 leave the state unchanged
+
+        def pad(m: Tensor) -> Tensor:
+            return F.pad(m.movedim(0, -1), (0, padded - length)).movedim(-1, 0)
+
+        u_t, d_t, B_t, C_t = pad(u_t), pad(d_t), pad(B_t), pad(C_t)
+    h = u_t.new_zeros(b, groups, per, A3.shape[-1])
+    ys = []
+    for start in range(0, padded, chunk):
+        stop = min(start + chunk, padded)
+        y, h = _scan_chunk_autograd(
+            u_t[start:stop], d_t[start:stop], A3, B_t[start:stop], C_t[start:stop], h, sub
+        )
+        ys.append(y)
+    return torch.cat(ys)[:length], h
+
+
+def _transpose_last(m: Tensor) -> Tensor:
+    """(b, D, L) -> new contiguous (b, L, D), one 2-D copy per batch item: torch copies 2-D
+    transposes in cache blocks, 2-3x faster than a strided copy when L is a power of two (the
+    strided copy's reads then all fall in the same cache sets)."""
+    out = m.new_empty(m.shape[0], m.shape[2], m.shape[1])
+    for i in range(m.shape[0]):
+        out[i].copy_(m[i].t())
+    return out
+
+
+def _length_major(m: Tensor, groups: int) -> Tensor:
+    """B or C, (b, N, L) or (b, G', N, L) -> (b, L, G, N): transposed once per group, then
+    broadcast (not copied) when one group is shared by all."""
+    if m.dim() == 3:
+        m = m.unsqueeze(1)
+    b, g, n, length = m.shape
+    out = _transpose_last(m.reshape(b, g * n, length)).view(b, length, g, n)
+    return out.expand(b, length, groups, n) if g != groups else out
+
+
+def _scan_inference(
+    du: Tensor, delta: Tensor, A3: Tensor, B_bt: Tensor, C_bt: Tensor, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """Scan without autograd (frozen teachers): a few large ops per chunk and one in-place
+    multiply-add per position on two preallocated buffers.
+
+    du = delta * u and delta (b, L, G, P); A3 (G, P, N); B_bt, C_bt (b, L, G, N). Per chunk of T
+    positions the decays exp(delta * A) = exp2(delta * A * log2(e)) (exp2 is about 3x cheaper
+    than exp on CPU; its argument is <= 0, so nothing overflows) and the inputs du * B fill two
+    (b, T, G, P, N) buffers in one vectorised op each, laid out so that each position's slice is
+    one block per batch item; the recurrence overwrites the input buffer with the states, and
+    one batched contraction with C gives the chunk's outputs. The state is carried between
+    chunks, so memory stays at two such buffers whatever the length.
+    Returns y (b, D, L) and the last state (b, G, P, N).
+    """
+    b, length, groups, per = du.shape
+    n = A3.shape[-1]
+    t_len = min(chunk_size, length)
+    a2 = A3 * _LOG2E
+    d5, du5, B5, C5 = delta.unsqueeze(-1), du.unsqueeze(-1), B_bt.unsqueeze(-2), C_bt.unsqueeze(-2)
+    decay = du.new_empty(b, t_len, groups, per, n)
+    state = du.new_empty(b, t_len, groups, per, n)
+    hs, ds = state.unbind(1), decay.unbind(1)  # per-position views, made once
+    h = du.new_zeros(b, groups, per, n)
+    y = du.new_empty(b, length, groups, 1, per)
+    for start in range(0, length, t_len):
+        stop = min(start + t_len, length)
+        steps = stop - start
+        dec, st = decay[:, :steps], state[:, :steps]
+        torch.mul(d5[:, start:stop], a2, out=dec)
+        dec.exp2_()
+        torch.mul(du5[:, start:stop], B5[:, start:stop], out=st)
+        hs[0].addcmul_(ds[0], h)
+        for t in range(1, steps):
+            hs[t].addcmul_(ds[t], hs[t - 1])
+        h.copy_(hs[steps - 1])
+        # (1, N) @ (N, P) per position and group, written in place into y
+        torch.matmul(C5[:, start:stop], st.transpose(-1, -2), out=y[:, start:stop])
+    return _transpose_last(y.view(b, length, groups * per)), h
+
+
+def _selective_scan_inference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    groups: int,
+    chunk_size: int,
+) -> tuple[Tensor, Tensor]:
+    """No-grad `selective_scan`: bias, softplus and delta * u in place on one transposed copy
+    each, the scan, then D * u and the gate in place on the output. Returns (out, last state)."""
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    b, d, length = u.shape
+    n = A.shape[1]
+    per = d // groups
+    d_bt = _transpose_last(delta.to(dtype))  # (b, L, D), ours to modify
+    if delta_bias is not None:
+        d_bt += delta_bias.to(dtype)
+    if delta_softplus:  # F.softplus in float64, where the fast form is not accurate enough
+        d_bt = _softplus_fast_(d_bt) if dtype == torch.float32 else F.softplus(d_bt)
+    du_bt = _transpose_last(u.to(dtype)).mul_(d_bt)
+    A3 = A.to(dtype).view(groups, per, n)
+    B_bt, C_bt = _length_major(B.to(dtype), groups), _length_major(C.to(dtype), groups)
+    shape = (b, length, groups, per)
+    y, h = _scan_inference(du_bt.view(shape), d_bt.view(shape), A3, B_bt, C_bt, chunk_size)
+    if D is not None:
+        y.addcmul_(u.to(dtype), D.to(dtype)[:, None])
+    if z is not None:
+        y.mul_(F.silu(z.to(dtype)))
+    return y.to(u.dtype), h.reshape(b, d, n)
 
 
 def selective_scan(
@@ -208,10 +343,11 @@ def selective_scan(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fast selective scan, same arguments and results as `selective_scan_ref`.
 
-    On a GPU with mamba-ssm installed (and `use_kernel`) the CUDA kernel runs; otherwise the
+    On a GPU with mamba-ssm installed (and `use_kernel`) the CUDA kernel runs. Otherwise the
     sequence is processed `chunk_size` positions at a time (None: about CHUNK_ELEMENTS values per
-    (batch, D, chunk, N) buffer) with the state carried across chunks, so memory stays at a few
-    such buffers whatever the length.
+    (batch, chunk, D, N) buffer, at least MIN_CHUNK positions) with the state carried across
+    chunks, so memory stays at a few such buffers whatever the length. When no input requires
+    grad (or grad is disabled), a faster in-place path runs; otherwise a differentiable one.
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"selective_scan: chunk_size must be >= 1 or None, got {chunk_size}")
@@ -220,38 +356,23 @@ def selective_scan(
         return _mamba_scan_fn(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         )
+    b, d, length = u.shape
+    n = A.shape[1]
+    if chunk_size is None:
+        chunk_size = max(MIN_CHUNK, CHUNK_ELEMENTS // (b * d * n))
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)):
+        out, h = _selective_scan_inference(*inputs, delta_softplus, groups, chunk_size)
+        return (out, h) if return_last_state else out
     out_dtype = u.dtype
     u, delta, A = _prepare(u, delta, A, delta_bias, delta_softplus, fast=True)
     dtype = u.dtype
-    b, d, length = u.shape
-    n = A.shape[1]
     per = d // groups
-    if chunk_size is None:
-        chunk_size = max(4, CHUNK_ELEMENTS // (b * d * n))
-    sub = max(1, math.isqrt(min(chunk_size, length)))
-    chunk = max(sub, (chunk_size // sub) * sub)
-    padded = -(-length // sub) * sub
-
-    # time-first layouts; padding with delta = 0 and u = 0 leaves the state unchanged
-    def time_first(m: Tensor) -> Tensor:
-        if padded > length:
-            m = F.pad(m, (0, padded - length))
-        return m.movedim(-1, 0).contiguous()
-
-    u_t = time_first(u).view(padded, b, groups, per)
-    d_t = time_first(delta).view(padded, b, groups, per)
-    del delta  # only the time-first copy is needed from here on
-    B_t = time_first(_grouped(B.to(dtype), groups))
-    C_t = time_first(_grouped(C.to(dtype), groups))
-    A3 = A.view(groups, per, n)
-    h = u.new_zeros(b, groups, per, n)
-    ys = []
-    for start in range(0, padded, chunk):
-        stop = min(start + chunk, padded)
-        y, h = _scan_chunk(
-            u_t[start:stop], d_t[start:stop], A3, B_t[start:stop], C_t[start:stop], h, sub
-        )
-        ys.append(y)
-    y = torch.cat(ys)[:length].reshape(length, b, d).permute(1, 2, 0)
-    out = _finish(y, u, D, z, out_dtype)
+    # time-first layouts (L, b, ...) so that every per-step slice is contiguous
+    u_t = u.movedim(-1, 0).contiguous().view(length, b, groups, per)
+    d_t = delta.movedim(-1, 0).contiguous().view(length, b, groups, per)
+    B_t = _grouped(B.to(dtype), groups).permute(3, 0, 1, 2).contiguous()  # (L, b, G, N)
+    C_t = _grouped(C.to(dtype), groups).permute(3, 0, 1, 2).contiguous()
+    y, h = _scan_autograd(u_t, d_t, A.view(groups, per, n), B_t, C_t, chunk_size)
+    out = _finish(y.reshape(length, b, d).permute(1, 2, 0), u, D, z, out_dtype)
     return (out, h.reshape(b, d, n)) if return_last_state else out
