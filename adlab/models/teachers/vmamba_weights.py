@@ -137,7 +137,7 @@ def fetch(url: str) -> Path:
         raise WeightsError(
             f"cannot download VMamba weights from {url} ({type(err).__name__}: {err}). "
             f"Fetch {target.name} on a machine with network access and either put it at "
-            f"{target} or pass its path, e.g. teacher.weights=/path/to/{target.name}."
+            f"{target} or pass its path, e.g. teacher.vmamba.weights=/path/to/{target.name}."
         ) from err
     return target
 
