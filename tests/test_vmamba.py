@@ -149,7 +149,7 @@ def test_url_offline_error_and_hub_cache(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         VMambaEncoder(weights=url, **TINY)
     msg = str(err.value)
-    assert url in msg and "vssm_test_tiny.pth" in msg and "teacher.weights=" in msg
+    assert url in msg and "vssm_test_tiny.pth" in msg and "teacher.vmamba.weights=" in msg
     # once the file is in the torch hub cache, the URL resolves without network
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "vssm_test_tiny.pth"
     cached.parent.mkdir(parents=True, exist_ok=True)
