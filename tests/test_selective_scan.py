@@ -41,8 +41,11 @@ def test_fast_matches_reference_float32(b, d, n, length, groups, chunk, delta_hi
     u, delta, A, B, C, D, z, bias = make_inputs(b, d, n, length, groups, delta_hi)
     ref, ref_h = selective_scan_ref(u, delta, A, B, C, D, z, bias, True, True)  # float64 truth
     args = [t.float() for t in (u, delta, A, B, C, D, z, bias)]
-    with torch.set_grad_enabled(grad):  # no grad: the in-place inference branch
-        fast, fast_h = selective_scan(*args, True, True, chunk_size=chunk)
+    # inputs that require grad select the differentiable path, others the in-place one
+    leaves = [t.clone().requires_grad_(grad) for t in args]
+    fast, fast_h = selective_scan(*leaves, True, True, chunk_size=chunk)
+    assert fast.requires_grad == grad
+    fast, fast_h = fast.detach(), fast_h.detach()
     ref32 = selective_scan_ref(*args, True, False)
     assert fast.dtype == torch.float32 and fast.shape == (b, d, length)
     assert torch.isfinite(fast).all()
@@ -56,12 +59,13 @@ def test_fast_matches_reference_float32(b, d, n, length, groups, chunk, delta_hi
 def test_fast_matches_reference_float64_tightly():
     u, delta, A, B, C, D, z, bias = make_inputs(2, 6, 4, 50, 2)
     ref = selective_scan_ref(u, delta, A, B, C, D, z, bias, True)
+    u_grad = u.clone().requires_grad_()  # selects the differentiable path
     for chunk in (1, 7, 16, 49, 50, 64):
-        fast = selective_scan(u, delta, A, B, C, D, z, bias, True, chunk_size=chunk)
-        with torch.no_grad():
-            fast_ng = selective_scan(u, delta, A, B, C, D, z, bias, True, chunk_size=chunk)
-        assert fast.dtype == torch.float64
-        assert (fast - ref).abs().max().item() < 1e-10
+        fast = selective_scan(u_grad, delta, A, B, C, D, z, bias, True, chunk_size=chunk)
+        fast_ng = selective_scan(u, delta, A, B, C, D, z, bias, True, chunk_size=chunk)
+        assert fast.dtype == fast_ng.dtype == torch.float64
+        assert fast.requires_grad and not fast_ng.requires_grad
+        assert (fast.detach() - ref).abs().max().item() < 1e-10
         assert (fast_ng - ref).abs().max().item() < 1e-10
 
 
@@ -83,8 +87,9 @@ def test_no_overflow_with_large_chunks_and_extreme_rates():
     u, delta, A, B, C, D, z, bias = inputs
     A = A * 0 - 100.0  # strongest decay: delta * A down to about -2000 per step
     for grad in (True, False):
-        with torch.set_grad_enabled(grad):
-            out, h = selective_scan(u, delta, A, B, C, D, z, bias, True, True, chunk_size=2048)
+        u_in = u.clone().requires_grad_(grad)
+        out, h = selective_scan(u_in, delta, A, B, C, D, z, bias, True, True, chunk_size=2048)
+        assert out.requires_grad == grad
         assert torch.isfinite(out).all() and torch.isfinite(h).all()
 
 
@@ -155,3 +160,64 @@ def test_fast_softplus_matches_torch_over_the_whole_range():
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert (x.grad - torch.sigmoid(x.detach())).abs().max().item() < 1e-6
+
+
+def test_fast_inplace_softplus_matches_torch_and_reuses_its_input():
+    from adlab.models.teachers.selective_scan import _softplus_fast_
+
+    x = torch.linspace(-200.0, 200.0, 40001)
+    expected = F.softplus(x)
+    ptr = x.data_ptr()
+    y = _softplus_fast_(x)
+    assert y.data_ptr() == ptr  # in place: no new full-size buffer
+    assert torch.isfinite(y).all()
+    assert (y - expected).abs().max().item() < 1e-6
+
+
+def test_transpose_last_matches_movedim():
+    from adlab.models.teachers.selective_scan import _transpose_last
+
+    x = torch.randn(3, 5, 64)
+    out = _transpose_last(x)
+    assert out.is_contiguous() and out.shape == (3, 64, 5)
+    assert torch.equal(out, x.transpose(1, 2))
+
+
+def test_grad_mode_without_grad_inputs_takes_the_inference_path():
+    u, delta, A, B, C, D, z, bias = make_inputs(2, 8, 4, 40, 2, dtype=torch.float32)
+    with torch.enable_grad():
+        out = selective_scan(u, delta, A, B, C, D, z, bias, True, chunk_size=16)
+    assert not out.requires_grad  # frozen teacher under grad mode: no graph, in-place path
+    ref = selective_scan_ref(u, delta, A, B, C, D, z, bias, True)
+    assert (out - ref).abs().max().item() < 1e-4 * max(1.0, ref.abs().max().item())
+
+
+def test_low_precision_inputs_compute_in_float32():
+    u, delta, A, B, C, D, z, bias = make_inputs(1, 8, 4, 30, dtype=torch.float32)
+    half = [t.bfloat16() for t in (u, delta, B, C, z)]
+    out = selective_scan(half[0], half[1], A, half[2], half[3], D, half[4], bias, True)
+    ref = selective_scan_ref(half[0], half[1], A, half[2], half[3], D, half[4], bias, True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_inference_path_never_holds_the_full_state():
+    b, d, n, length, chunk = 1, 64, 16, 512, 16
+    u, delta, A, B, C, D, z, bias = make_inputs(b, d, n, length, 4, dtype=torch.float32)
+    full_state = b * d * length * n * 4  # bytes of (batch, D, L, N) float32
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:  # fmt: skip
+        selective_scan(u, delta, A, B, C, D, z, bias, True, chunk_size=chunk)
+    biggest = max(e.cpu_memory_usage for e in prof.events())
+    chunk_buffer = b * chunk * d * n * 4
+    assert chunk_buffer <= biggest <= full_state // 8  # chunk buffers and (b, L, D) copies only
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd-path", "inference-path"])
+def test_grouped_B_with_shared_C_matches_reference(grad):
+    u, delta, A, B, C, D, z, bias = make_inputs(2, 8, 4, 33, 4, dtype=torch.float32)
+    C = C[:, 0]  # (batch, N, L): one C shared by the four groups of B
+    u_in = u.clone().requires_grad_(grad)
+    out = selective_scan(u_in, delta, A, B, C, D, z, bias, True, chunk_size=8).detach()
+    ref = selective_scan_ref(u, delta, A, B, C, D, z, bias, True)
+    assert (out - ref).abs().max().item() < 1e-4 * max(1.0, ref.abs().max().item())

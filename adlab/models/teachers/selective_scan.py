@@ -1,5 +1,7 @@
 """Selective scan (the S6 recurrence of Mamba) in plain PyTorch: a sequential reference and a
-fast chunked scan with the same signature as mamba-ssm's `selective_scan_fn`.
+fast chunked scan with the same signature as mamba-ssm's `selective_scan_fn`. The fast scan has
+a no-grad path for frozen teachers (in place, exp2, chunk-wise; about 6x the reference on CPU at
+VMamba-T stage-1 shapes) and a differentiable path used when an input requires grad.
 
 The recurrence, per channel d and state n, with dA_t = exp(delta_t * A) and x_t = delta_t u_t B_t:
 
@@ -24,11 +26,11 @@ try:  # optional CUDA kernel; never required
 except Exception:  # noqa: BLE001 - any import failure (missing package, ABI mismatch) disables it
     _mamba_scan_fn = None
 
-# Both chunked paths work on (chunk, batch, D, N) buffers; by default the chunk length keeps one
+# Both chunked paths work on (batch, chunk, D, N) buffers; by default the chunk length keeps one
 # buffer near CHUNK_ELEMENTS values (3 MB float32): 64 positions at VMamba-Tiny stage-1 shapes
-# (batch 1, D 768, N 16), the fastest of 16-512 there on a 2-core CPU (experiments/bench/scan.py):
-# longer chunks fall out of cache, shorter ones pay more per-op overhead. MIN_CHUNK bounds that
-# overhead for large batch * D * N.
+# (batch 1, D 768, N 16), tied with 128 as the fastest of 16-256 there on the 2-core CPU at 1 and
+# 2 threads (experiments/bench/scan.py --chunks ...), with less memory; 256 falls out of cache,
+# 16 pays more per-op overhead. MIN_CHUNK bounds that overhead for large batch * D * N.
 CHUNK_ELEMENTS = 64 * 768 * 16
 MIN_CHUNK = 8
 DEFAULT_CHUNK = None  # None: derive the chunk length from CHUNK_ELEMENTS
@@ -203,7 +205,7 @@ def _scan_chunk_autograd(
 def _scan_autograd(
     u_t: Tensor, d_t: Tensor, A3: Tensor, B_t: Tensor, C_t: Tensor, chunk_size: int
 ) -> tuple[Tensor, Tensor]:
-    """Differentiable scan over time-first inputs (see `_scan_inference` for the layouts).
+    """Differentiable scan over time-first inputs: u_t, d_t (L, b, G, P); B_t, C_t (L, b, G, N).
 
     Every step is out of place so autograd can differentiate it; each chunk is cut into about
     sqrt(chunk) pieces scanned side by side (see `_scan_chunk_autograd`), which keeps the graph
@@ -251,44 +253,61 @@ def _length_major(m: Tensor, groups: int) -> Tensor:
 
 
 def _scan_inference(
-    du: Tensor, delta: Tensor, A3: Tensor, B_bt: Tensor, C_bt: Tensor, chunk_size: int
+    u_bt: Tensor,
+    d_bt: Tensor,
+    A3: Tensor,
+    B_bt: Tensor,
+    C_bt: Tensor,
+    chunk_size: int,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Scan without autograd (frozen teachers): a few large ops per chunk and one in-place
+    """Scan without autograd (frozen teachers): per chunk a few large ops, and one in-place
     multiply-add per position on two preallocated buffers.
 
-    du = delta * u and delta (b, L, G, P); A3 (G, P, N); B_bt, C_bt (b, L, G, N). Per chunk of T
-    positions the decays exp(delta * A) = exp2(delta * A * log2(e)) (exp2 is about 3x cheaper
-    than exp on CPU; its argument is <= 0, so nothing overflows) and the inputs du * B fill two
-    (b, T, G, P, N) buffers in one vectorised op each, laid out so that each position's slice is
-    one block per batch item; the recurrence overwrites the input buffer with the states, and
-    one batched contraction with C gives the chunk's outputs. The state is carried between
-    chunks, so memory stays at two such buffers whatever the length.
+    u_bt, d_bt (b, L, D): transposed copies of u and the raw delta, consumed in place; A3
+    (G, P, N); B_bt, C_bt (b, L, G, N). Per chunk of T positions: bias, softplus and
+    delta * u on the chunk's (b, T, D) slices (small temporaries that stay in cache, instead of
+    full-size ones that cost page faults); the decays exp(delta * A) = exp2(delta * A * log2(e))
+    (exp2 is about 3x cheaper than exp on CPU; its argument is <= 0, so nothing overflows) and
+    the inputs delta * u * B fill two (b, T, G, P, N) buffers in one op each, laid out so that
+    each position's slice is one block per batch item; the recurrence overwrites the input
+    buffer with the states; one batched (1, N) @ (N, P) product with C writes the chunk's
+    outputs over its delta slice, which is no longer needed. The state is carried between
+    chunks, so memory is two such buffers whatever the length.
     Returns y (b, D, L) and the last state (b, G, P, N).
     """
-    b, length, groups, per = du.shape
-    n = A3.shape[-1]
+    b, length, d = u_bt.shape
+    groups, per, n = A3.shape
     t_len = min(chunk_size, length)
     a2 = A3 * _LOG2E
-    d5, du5, B5, C5 = delta.unsqueeze(-1), du.unsqueeze(-1), B_bt.unsqueeze(-2), C_bt.unsqueeze(-2)
-    decay = du.new_empty(b, t_len, groups, per, n)
-    state = du.new_empty(b, t_len, groups, per, n)
+    B5, C5 = B_bt.unsqueeze(-2), C_bt.unsqueeze(-2)  # (b, L, G, 1, N)
+    y = d_bt.view(b, length, groups, 1, per)  # outputs overwrite the consumed deltas
+    decay = u_bt.new_empty(b, t_len, groups, per, n)
+    state = u_bt.new_empty(b, t_len, groups, per, n)
     hs, ds = state.unbind(1), decay.unbind(1)  # per-position views, made once
-    h = du.new_zeros(b, groups, per, n)
-    y = du.new_empty(b, length, groups, 1, per)
+    h = u_bt.new_zeros(b, groups, per, n)
     for start in range(0, length, t_len):
         stop = min(start + t_len, length)
         steps = stop - start
+        d_c, u_c = d_bt[:, start:stop], u_bt[:, start:stop]  # (b, T, D)
+        if delta_bias is not None:
+            d_c += delta_bias
+        if delta_softplus and d_c.dtype == torch.float32:
+            _softplus_fast_(d_c)
+        elif delta_softplus:  # float64: F.softplus, the fast form is not accurate enough there
+            d_c.copy_(F.softplus(d_c))
+        du_c = u_c.mul_(d_c).view(b, steps, groups, per, 1)
         dec, st = decay[:, :steps], state[:, :steps]
-        torch.mul(d5[:, start:stop], a2, out=dec)
+        torch.mul(d_c.view(b, steps, groups, per, 1), a2, out=dec)
         dec.exp2_()
-        torch.mul(du5[:, start:stop], B5[:, start:stop], out=st)
+        torch.mul(du_c, B5[:, start:stop], out=st)
         hs[0].addcmul_(ds[0], h)
         for t in range(1, steps):
             hs[t].addcmul_(ds[t], hs[t - 1])
         h.copy_(hs[steps - 1])
-        # (1, N) @ (N, P) per position and group, written in place into y
         torch.matmul(C5[:, start:stop], st.transpose(-1, -2), out=y[:, start:stop])
-    return _transpose_last(y.view(b, length, groups * per)), h
+    return _transpose_last(y.view(b, length, d)), h
 
 
 def _selective_scan_inference(
@@ -304,22 +323,18 @@ def _selective_scan_inference(
     groups: int,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor]:
-    """No-grad `selective_scan`: bias, softplus and delta * u in place on one transposed copy
-    each, the scan, then D * u and the gate in place on the output. Returns (out, last state)."""
+    """No-grad `selective_scan`: two transposed copies in, the scan, one transposed copy out,
+    then D * u and the gate in place on it (three full-size allocations in all).
+    Returns (out, last state)."""
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     b, d, length = u.shape
     n = A.shape[1]
-    per = d // groups
-    d_bt = _transpose_last(delta.to(dtype))  # (b, L, D), ours to modify
-    if delta_bias is not None:
-        d_bt += delta_bias.to(dtype)
-    if delta_softplus:  # F.softplus in float64, where the fast form is not accurate enough
-        d_bt = _softplus_fast_(d_bt) if dtype == torch.float32 else F.softplus(d_bt)
-    du_bt = _transpose_last(u.to(dtype)).mul_(d_bt)
-    A3 = A.to(dtype).view(groups, per, n)
+    u_bt = _transpose_last(u.to(dtype))  # (b, L, D): new tensors, ours to modify
+    d_bt = _transpose_last(delta.to(dtype))
+    bias = None if delta_bias is None else delta_bias.to(dtype)
+    A3 = A.to(dtype).view(groups, d // groups, n)
     B_bt, C_bt = _length_major(B.to(dtype), groups), _length_major(C.to(dtype), groups)
-    shape = (b, length, groups, per)
-    y, h = _scan_inference(du_bt.view(shape), d_bt.view(shape), A3, B_bt, C_bt, chunk_size)
+    y, h = _scan_inference(u_bt, d_bt, A3, B_bt, C_bt, chunk_size, bias, delta_softplus)
     if D is not None:
         y.addcmul_(u.to(dtype), D.to(dtype)[:, None])
     if z is not None:
