@@ -65,8 +65,10 @@ class DistillationMethod(pl.LightningModule):
         scheduler: Mapping | None = None,
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.channels_last = channels_last
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.scoring_cfg = {"combine": "sum", "sigma": 4.0, **dict(scoring or {})}
@@ -97,6 +99,16 @@ class DistillationMethod(pl.LightningModule):
             for name, m in self.named_modules()
             if isinstance(getattr(m, "weights_source", None), str)
         }
+
+    # --- memory format: channels-last convolutions are ~15% faster on CPU (oneDNN) -------------
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if self.channels_last and isinstance(batch.get("image"), Tensor):
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        return batch
 
     # --- frozen modules ----------------------------------------------------------------------
     def freeze(self, module: nn.Module) -> nn.Module:

@@ -27,9 +27,14 @@ class RD4AD(DistillationMethod):
         scheduler: Mapping | None = None,
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(
-            optimizer=optimizer, scheduler=scheduler, scoring=scoring, evaluation=evaluation
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scoring=scoring,
+            evaluation=evaluation,
+            channels_last=channels_last,
         )
         if len(teacher.channels) != 3:
             raise ValueError(

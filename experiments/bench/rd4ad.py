@@ -56,8 +56,12 @@ def bench_adlab(args) -> dict:
         student=functools.partial(ReverseDecoder),
         optimizer={"lr": 0.005, "betas": (0.5, 0.999)},
     )
+    method.channels_last = not args.contiguous
+    method.setup("fit")  # what Lightning calls: channels-last weights unless --contiguous
     opt = method.configure_optimizers()
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    x = method.on_after_batch_transfer(
+        {"image": torch.randn(args.batch, 3, args.size, args.size)}, 0
+    )["image"]
     parts: dict[str, list[float]] = {
         "teacher_fwd": [],
         "student_fwd": [],
@@ -153,7 +157,7 @@ def run_child(impl: str, args) -> dict | None:
         str(args.warmup),
         "--threads",
         str(args.threads),
-    ]
+    ] + (["--contiguous"] if args.contiguous else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -172,6 +176,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--contiguous", action="store_true", help="adlab without channels-last (NCHW) memory format"
+    )
     args = parser.parse_args()
     if args.impl:
         child(args)
