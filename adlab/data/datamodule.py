@@ -53,7 +53,7 @@ def resolve_root(config: Mapping[str, Any]) -> Path:
     if not path.is_dir():
         raise DatasetError(
             f"dataset.root={path} does not exist. Put the {name} benchmark there (layout: see "
-            "docs/readme/datasets.md) or set dataset.root=<folder> / the ADLAB_DATA variable."
+            "README.md, Datasets) or set dataset.root=<folder> / the ADLAB_DATA variable."
         )
     return path
 
