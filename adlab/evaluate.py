@@ -16,7 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from adlab.callbacks.results import git_revision
 from adlab.callbacks.timing import PhaseTimer
-from adlab.run import ConfigError, build_datamodule, build_method, dataset_provenance, write_outputs
+from adlab.run import (
+    ConfigError,
+    build_datamodule,
+    build_method,
+    dataset_provenance,
+    trainer_kwargs,
+    write_outputs,
+)
 from adlab.tracking import finish_wandb, make_loggers
 
 # Keys that define the trained model: taken from the checkpoint, never from the command line.
@@ -62,7 +69,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     }
     loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
     timer = PhaseTimer()
-    trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
+    trainer_args = trainer_kwargs(cfg)
     trainer_args.pop("max_epochs", None)
     trainer = pl.Trainer(
         **trainer_args, logger=loggers, callbacks=[timer], default_root_dir=str(run_dir)

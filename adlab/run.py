@@ -71,6 +71,11 @@ def build_method(cfg: DictConfig) -> DistillationMethod:
     return method
 
 
+def trainer_kwargs(cfg: DictConfig) -> dict:
+    """Trainer arguments from the trainer group (null values are left to Lightning)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
+
+
 def _checkpoint_callback(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpoint:
     """last.ckpt always; with select=best_val also best.ckpt by validation AUROC (a split with
     anomalies, e.g. BMAD's) or by validation loss (a normal-only split from val_fraction)."""
@@ -113,9 +118,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     val_loader = datamodule.val_dataloader()
     ckpt = _checkpoint_callback(cfg, run_dir, datamodule.summary()["valid"])
     timer = PhaseTimer()
-    trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
     trainer = pl.Trainer(
-        **trainer_args, logger=loggers, callbacks=[ckpt, timer], default_root_dir=str(run_dir)
+        **trainer_kwargs(cfg),
+        logger=loggers,
+        callbacks=[ckpt, timer],
+        default_root_dir=str(run_dir),
     )
     try:
         trainer.fit(

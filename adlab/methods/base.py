@@ -168,11 +168,13 @@ class DistillationMethod(pl.LightningModule):
         maps = anomaly_maps(pairs, tuple(images.shape[-2:]), **self.scoring_cfg)
         return maps, image_scores(maps)
 
-    def _new_evaluator(self) -> AnomalyEvaluator:
+    def _new_evaluator(self, pixel_metrics: bool | None = None) -> AnomalyEvaluator:
         return AnomalyEvaluator(
             eval_resolution=self.eval_cfg["resolution"],
             fpr_limit=self.eval_cfg["fpr_limit"],
-            pixel_metrics=self.eval_cfg["pixel_metrics"],
+            pixel_metrics=self.eval_cfg["pixel_metrics"]
+            if pixel_metrics is None
+            else pixel_metrics,
         )
 
     def _update(self, evaluator: AnomalyEvaluator, batch: dict) -> tuple[Tensor, Tensor]:
@@ -183,8 +185,7 @@ class DistillationMethod(pl.LightningModule):
 
     # --- validation (model selection on a validation split, never on test) -------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_evaluator = self._new_evaluator()
-        self._val_evaluator.pixel_metrics = False
+        self._val_evaluator = self._new_evaluator(pixel_metrics=False)
         self._val_labels: set[int] = set()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

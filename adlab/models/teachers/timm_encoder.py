@@ -97,9 +97,9 @@ class TimmEncoder(nn.Module):
         self.base_width = first.conv1.out_channels if self.block == "bottleneck" else 64
         self.depths = [len(getattr(self.model, f"layer{i}")) for i in range(1, 4)]
 
-    def _create(self, pretrained: bool) -> nn.Module:
+    def _create(self, pretrained: bool, **extra) -> nn.Module:
         return timm.create_model(
-            self.name, pretrained=pretrained, features_only=True, out_indices=self.layers
+            self.name, pretrained=pretrained, features_only=True, out_indices=self.layers, **extra
         )
 
     def _build(self, pretrained: bool | str) -> tuple[nn.Module, str]:
@@ -119,13 +119,7 @@ class TimmEncoder(nn.Module):
     def _download(self) -> nn.Module:
         cached = cached_weights(self.name)
         if cached:
-            return timm.create_model(
-                self.name,
-                pretrained=True,
-                features_only=True,
-                out_indices=self.layers,
-                pretrained_cfg_overlay={"file": cached},
-            )
+            return self._create(True, pretrained_cfg_overlay={"file": cached})
         reason = "the hub is not reachable"
         if hub_reachable():
             try:
