@@ -4,8 +4,11 @@
     python -m adlab.report multirun/... --metrics image_auroc aupro --csv table.csv
 
 Rows are methods, columns datasets (with the category when there is one); a cell is the mean over
-seeds in percent, with the standard deviation when several seeds ran. Failed jobs (no results.json)
-are listed so that a partial sweep is never mistaken for a complete one.
+seeds in percent, with the standard deviation when several seeds ran. A multi-class run (one model
+for several categories, e.g. Uni-Medical) gives one column per category, so the row mean is the
+mean over classes that multi-class tables report; --pooled shows its pooled metric instead.
+Failed jobs (no results.json) are listed so that a partial sweep is never mistaken for a complete
+one.
 """
 
 from __future__ import annotations
@@ -45,13 +48,26 @@ def method_label(result: dict) -> str:
     return f"{name} ({teacher})" if teacher else name
 
 
-def table(results: list[dict], metric: str) -> tuple[list[str], list[str], dict]:
+def values_of(result: dict, metric: str, pooled: bool = False) -> list[tuple[str, float | None]]:
+    """(column, value) pairs of one result: per category for a multi-class run unless pooled."""
+    per_category = {
+        c: v for c, v in (result.get("metrics_per_category") or {}).items() if c != "category_mean"
+    }
+    if per_category and not pooled:
+        name = result.get("config", {}).get("dataset", {}).get("name", "?")
+        return [(f"{name}/{c}", v.get(metric)) for c, v in per_category.items()]
+    return [(dataset_label(result), result.get("metrics", {}).get(metric))]
+
+
+def table(
+    results: list[dict], metric: str, pooled: bool = False
+) -> tuple[list[str], list[str], dict]:
     """Cells {(method, dataset): [values over seeds]} for one metric."""
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in results:
-        value = r.get("metrics", {}).get(metric)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            cells[(method_label(r), dataset_label(r))].append(100 * float(value))
+        for column, value in values_of(r, metric, pooled):
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                cells[(method_label(r), column)].append(100 * float(value))
     methods = sorted({m for m, _ in cells})
     datasets = sorted({d for _, d in cells})
     return methods, datasets, cells
@@ -66,10 +82,10 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def markdown(results: list[dict], metrics: list[str]) -> str:
+def markdown(results: list[dict], metrics: list[str], pooled: bool = False) -> str:
     out = []
     for metric in metrics:
-        methods, datasets, cells = table(results, metric)
+        methods, datasets, cells = table(results, metric, pooled)
         if not methods:
             continue
         out.append(f"### {metric} (%)\n")
@@ -84,12 +100,12 @@ def markdown(results: list[dict], metrics: list[str]) -> str:
     return "\n".join(out)
 
 
-def write_csv(results: list[dict], metrics: list[str], path: Path) -> None:
+def write_csv(results: list[dict], metrics: list[str], path: Path, pooled: bool = False) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "dataset", "metric", "mean", "std", "n"])
         for metric in metrics:
-            methods, datasets, cells = table(results, metric)
+            methods, datasets, cells = table(results, metric, pooled)
             for m in methods:
                 for d in datasets:
                     vals = cells.get((m, d), [])
@@ -109,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="a run or multirun directory")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument(
+        "--pooled",
+        action="store_true",
+        help="multi-class runs: one pooled column instead of one column per category",
+    )
     args = parser.parse_args(argv)
     if not args.root.exists():
         print(f"error: {args.root} does not exist", file=sys.stderr)
@@ -117,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"error: no results.json under {args.root}", file=sys.stderr)
         return 1
-    print(markdown(results, args.metrics))
+    print(markdown(results, args.metrics, args.pooled))
     if missing:
         print(f"{len(missing)} job(s) without results.json (failed or running):")
         for d in missing:
             print(f"  {d}")
     if args.csv:
-        write_csv(results, args.metrics, args.csv)
+        write_csv(results, args.metrics, args.csv, args.pooled)
         print(f"wrote {args.csv}")
     return 0
 

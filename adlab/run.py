@@ -170,6 +170,7 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
         "run_name": cfg.run_name,
         "run_dir": str(run_dir),
         "metrics": method.test_results,
+        "metrics_per_category": method.test_results_by_category,  # {} for a single class
         **extra,
         "provenance": provenance,
         "timings": {**timer.summary(), "wall_s": time.perf_counter() - started},
@@ -193,6 +194,8 @@ def dataset_provenance(datamodule) -> dict:
 def _print_summary(results: dict) -> None:
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in results["metrics"].items())
     print(f"\n[adlab] {results['method']}: {metrics}")
+    for category, values in results["metrics_per_category"].items():
+        print(f"[adlab]   {category}: " + "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
     print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from data_trees import mvtec_tree, write_png
 from wandb_records import logged_values, run_config
 
 pytestmark = pytest.mark.e2e
@@ -237,3 +238,41 @@ def test_best_val_selects_on_a_validation_split_never_on_test(tmp_path):
     assert len([r for r in rows if r.get("val/loss")]) == 2
     no_val = adlab("adlab.run", *TINY, "select=best_val", cwd=tmp_path, check=False)
     assert no_val.returncode != 0 and "needs a validation split" in no_val.stderr
+
+
+def test_multi_class_run_reports_each_category_and_their_mean(tmp_path):
+    """One model on two MVTec-layout categories: results.json, the CSV log and the report hold
+    each category's metrics and the mean over categories next to the pooled ones."""
+    for category in ("bottle", "cable"):
+        mvtec_tree(tmp_path / "data" / "mvtec", category)
+    for i in range(2):  # cable's anomalous images differ from its train set: the classes differ
+        write_png(
+            tmp_path / "data" / "mvtec" / "cable" / "test" / "crack" / f"{i:03d}.png", value=9
+        )
+    out = tmp_path / "mc"
+    adlab(
+        "adlab.run",
+        *TINY,
+        "dataset=mvtec",
+        "dataset.category=[bottle,cable]",
+        "data.batch_size=3",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    results = json.loads((out / "results.json").read_text())
+    by_cat = results["metrics_per_category"]
+    assert list(by_cat) == ["bottle", "cable", "category_mean"]
+    assert by_cat["bottle"]["pixel_auroc"] != pytest.approx(by_cat["cable"]["pixel_auroc"])
+    for key, value in by_cat["category_mean"].items():
+        assert value == pytest.approx((by_cat["bottle"][key] + by_cat["cable"][key]) / 2), key
+    assert set(by_cat["bottle"]) == set(results["metrics"])  # image, pixel metrics and AUPRO
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    logged = {k: float(v) for r in rows for k, v in r.items() if k.startswith("test/") and v}
+    assert logged["test/cable/aupro"] == pytest.approx(by_cat["cable"]["aupro"], abs=1e-6)
+    assert logged["test/category_mean/image_auroc"] == pytest.approx(
+        by_cat["category_mean"]["image_auroc"], abs=1e-6
+    )
+    report = adlab("adlab.report", str(out), cwd=tmp_path)
+    assert "| mvtec/bottle | mvtec/cable | mean |" in report.stdout

@@ -183,3 +183,38 @@ def test_bad_inputs_raise() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the batches that were accepted still compute cleanly
         assert ev.compute()["image_auroc"] == 1.0
+
+
+def test_per_category_metrics_equal_each_category_evaluated_alone() -> None:
+    """compute_by_category() on a mixed stream == a fresh evaluator per category; the pooled
+    compute() is unchanged by passing categories."""
+    maps, scores, labels, masks = make_set(n=18, seed=3)
+    cats = ["brain", "liver", "retinal"] * 6  # mixed inside every batch
+    ev, plain = AnomalyEvaluator(), AnomalyEvaluator()
+    for a in range(0, 18, 4):
+        sl = slice(a, a + 4)
+        ev.update(maps[sl], scores[sl], labels[sl], masks[sl], cats[sl])
+        plain.update(maps[sl], scores[sl], labels[sl], masks[sl])
+    by_cat = ev.compute_by_category()
+    assert list(by_cat) == ev.categories == ["brain", "liver", "retinal"]
+    for cat in by_cat:
+        keep = torch.tensor([c == cat for c in cats])
+        alone = AnomalyEvaluator()
+        alone.update(maps[keep], scores[keep], labels[keep], masks[keep])
+        assert by_cat[cat] == pytest.approx(alone.compute(), abs=1e-12)
+        assert by_cat[cat]["aupro"] == pytest.approx(aupro(maps[keep], masks[keep, 0]), abs=1e-12)
+    pooled = ev.compute()
+    assert pooled == pytest.approx(plain.compute(), abs=1e-12)
+    assert pooled["aupro"] == pytest.approx(aupro(maps, masks[:, 0]), abs=1e-12)
+    assert ev.compute_by_category() == by_cat  # computing the pooled set changed nothing
+
+
+def test_per_category_without_masks_and_bad_category_list() -> None:
+    maps, scores, labels, _ = make_set(n=8)
+    ev = AnomalyEvaluator()
+    ev.update(maps, scores, labels, None, ["a"] * 4 + ["b"] * 4)
+    by_cat = ev.compute_by_category()
+    assert set(by_cat["b"]) == {"image_auroc", "image_ap", "image_f1_max"}
+    assert by_cat["b"]["image_auroc"] == pytest.approx(roc_auc_score(labels[4:], scores[4:]))
+    with pytest.raises(ValueError, match="categories holds 3 names for a batch of 8"):
+        ev.update(maps, scores, labels, None, ["a", "b", "c"])

@@ -32,3 +32,28 @@ def test_report_means_seeds_and_lists_failed_jobs(tmp_path, capsys):
 def test_report_on_an_empty_or_missing_directory(tmp_path):
     assert main([str(tmp_path)]) == 1
     assert main([str(tmp_path / "nope")]) == 2
+
+
+def test_multi_class_runs_get_a_column_per_category(tmp_path, capsys):
+    """One Uni-Medical model: a column per class and their mean; --pooled shows the pooled set."""
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    per_category = {
+        "brain": {"image_auroc": 0.9},
+        "liver": {"image_auroc": 0.6},
+        "retinal": {"image_auroc": 0.75},
+        "category_mean": {"image_auroc": 0.75},
+    }
+    payload = {
+        "method": "pdd",
+        "metrics": {"image_auroc": 0.7},
+        "metrics_per_category": per_category,
+        "config": {"dataset": {"name": "unimedical", "category": "all"}, "teacher": {}},
+    }
+    (job / "results.json").write_text(json.dumps(payload))
+    assert main([str(tmp_path), "--metrics", "image_auroc"]) == 0
+    out = capsys.readouterr().out
+    assert "| method | unimedical/brain | unimedical/liver | unimedical/retinal | mean |" in out
+    assert "| pdd | 90.0 | 60.0 | 75.0 | 75.0 |" in out
+    assert main([str(tmp_path), "--metrics", "image_auroc", "--pooled"]) == 0
+    assert "| pdd | 70.0 | 70.0 |" in capsys.readouterr().out

@@ -52,6 +52,15 @@ def select_samples(batch: dict, keep: Tensor) -> dict:
     return out
 
 
+def category_mean(by_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Per metric, the mean over categories (NaN when any category's value is undefined)."""
+    names = dict.fromkeys(k for values in by_category.values() for k in values)
+    return {
+        k: float(sum(v.get(k, float("nan")) for v in by_category.values()) / len(by_category))
+        for k in names
+    }
+
+
 DEFAULT_EVAL = {"resolution": "gt", "fpr_limit": 0.3, "pixel_metrics": True, "n_visuals": 8}
 
 
@@ -76,6 +85,7 @@ class DistillationMethod(pl.LightningModule):
         self._frozen: list[nn.Module] = []
         self.run_config: dict | None = None  # set by the entry point, stored in checkpoints
         self.test_results: dict[str, float] = {}
+        self.test_results_by_category: dict[str, dict[str, float]] = {}
         self.visuals: list[dict[str, Any]] = []
         self.evaluator: AnomalyEvaluator | None = None
         self._val_evaluator: AnomalyEvaluator | None = None
@@ -180,7 +190,9 @@ class DistillationMethod(pl.LightningModule):
     def _update(self, evaluator: AnomalyEvaluator, batch: dict) -> tuple[Tensor, Tensor]:
         maps, scores = self.predict_maps(batch["image"])
         maps, scores = maps.float().cpu(), scores.float().cpu()
-        evaluator.update(maps, scores, batch["label"].cpu(), batch.get("mask"))
+        evaluator.update(
+            maps, scores, batch["label"].cpu(), batch.get("mask"), batch.get("category")
+        )
         return maps, scores
 
     # --- validation (model selection on a validation split, never on test) -------------------
@@ -214,8 +226,18 @@ class DistillationMethod(pl.LightningModule):
         self._keep_visuals(batch, maps, scores)
 
     def on_test_epoch_end(self) -> None:
+        """Pooled metrics as test/<metric>; a multi-class test set adds test/<category>/<metric>
+        and test/category_mean/<metric> (the mean over classes that multi-class tables report)."""
         self.test_results = {k: float(v) for k, v in self.evaluator.compute().items()}
-        self.log_dict({f"test/{k}": v for k, v in self.test_results.items()})
+        logged = {f"test/{k}": v for k, v in self.test_results.items()}
+        self.test_results_by_category = {}
+        if len(self.evaluator.categories) > 1:
+            by_cat = self.evaluator.compute_by_category()
+            by_cat["category_mean"] = category_mean(by_cat)
+            self.test_results_by_category = by_cat
+            for cat, values in by_cat.items():
+                logged.update({f"test/{cat}/{k}": float(v) for k, v in values.items()})
+        self.log_dict(logged)
 
     def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:
         """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the overlays."""

@@ -2,14 +2,20 @@
 
 Per batch, maps are brought to the evaluation resolution, each mask's 8-connected regions are
 labelled, and only flat arrays are kept: float32 scores of normal pixels, float32 scores of
-anomalous pixels and their int32 global region ids. No full-resolution mask is stored, so memory is
+anomalous pixels and their int32 region ids. No full-resolution mask is stored, so memory is
 about 4 bytes per pixel (plus 4 per anomalous pixel). compute() sorts the normal scores once and
 derives every pixel metric and the PRO curve from that one sort (see ranking.py, pro.py).
+
+Multi-class test sets (Uni-Medical, MVTec with category=all) pass each image's category: pixels are
+kept per category, so compute_by_category() gives each class's metrics from the same sorted
+arrays that the pooled compute() ranks together, with no second copy and no second sort.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +72,58 @@ def _resize_mask(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=size, mode="nearest")[0, 0].numpy().astype(bool)
 
 
+@dataclass
+class _Pixels:
+    """The flat pixel arrays of one category; region ids are 1..n_regions within the category."""
+
+    neg: list[np.ndarray] = field(default_factory=list)
+    pos: list[np.ndarray] = field(default_factory=list)
+    ids: list[np.ndarray] = field(default_factory=list)
+    n_regions: int = 0
+    n_sorted: int = 0  # len(neg) right after the last sort: nothing new to sort
+
+    def add(self, maps: np.ndarray, masks: np.ndarray) -> None:
+        regions, n = label_regions(masks)
+        self.neg.append(maps[~masks])
+        self.pos.append(maps[masks])
+        ids = regions[masks].astype(np.int64)
+        ids += self.n_regions
+        self.ids.append(ids.astype(np.int32 if self.n_regions + n < 2**31 else np.int64))
+        self.n_regions += int(n)
+
+    def consolidate(self) -> None:
+        """Sort the negatives (once per new data) and join positives and ids into one array."""
+        if len(self.neg) != self.n_sorted or self.n_sorted == 0:
+            self.neg = sort_chunks(self.neg)  # consolidated and sorted; kept for later computes
+            self.n_sorted = len(self.neg)
+        self.pos = [np.concatenate(self.pos) if self.pos else np.zeros(0, np.float32)]
+        self.ids = [np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)]
+
+
+def _image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    r = ranked_scores(scores, labels)
+    return {
+        "image_auroc": auroc_from(r, "image_auroc"),
+        "image_ap": ap_from(r, "image_ap"),
+        "image_f1_max": f1_max_from(r, "image_f1_max"),
+    }
+
+
+def _pixel_metrics(
+    neg: list[np.ndarray], pos: np.ndarray, ids: np.ndarray, n_regions: int, fpr_limit: float
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """Pixel AUROC / AP / F1-max and AUPRO from sorted negatives; also the PRO curve."""
+    rp = rank(neg, pos, region_weights(ids, n_regions))
+    curve = curve_from(rp, n_regions, fpr_limit)
+    metrics = {
+        "pixel_auroc": auroc_from(rp, "pixel_auroc"),
+        "pixel_ap": ap_from(rp, "pixel_ap"),
+        "pixel_f1_max": f1_max_from(rp, "pixel_f1_max"),
+        "aupro": area(*curve, fpr_limit),
+    }
+    return metrics, curve
+
+
 class AnomalyEvaluator:
     """Accumulates image scores/labels and pixel maps/masks; computes all metrics exactly.
 
@@ -93,11 +151,8 @@ class AnomalyEvaluator:
         """Forget everything accumulated (call between test sets)."""
         self._scores: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
-        self._neg: list[np.ndarray] = []
-        self._pos: list[np.ndarray] = []
-        self._ids: list[np.ndarray] = []
-        self._n_regions = 0
-        self._n_sorted = 0  # len(self._neg) right after the last sort: nothing new to sort
+        self._categories: list[str] = []
+        self._pixels: dict[str, _Pixels] = {}
         self._has_masks: bool | None = None
         self._curve: tuple[np.ndarray, np.ndarray] | None = None
         self._aupro = math.nan
@@ -106,12 +161,26 @@ class AnomalyEvaluator:
     def num_images(self) -> int:
         return sum(s.size for s in self._scores)
 
+    @property
+    def categories(self) -> list[str]:
+        """The categories seen so far, in order of first appearance."""
+        return list(dict.fromkeys(self._categories))
+
     def update(
-        self, maps: ArrayLike, scores: ArrayLike, labels: ArrayLike, masks: ArrayLike = None
+        self,
+        maps: ArrayLike,
+        scores: ArrayLike,
+        labels: ArrayLike,
+        masks: ArrayLike = None,
+        categories: Sequence[str] | None = None,
     ) -> None:
-        """Add one batch: maps (B, h, w), scores (B,), labels (B,) 0/1, masks None or per image."""
+        """Add one batch: maps (B, h, w), scores (B,), labels (B,) 0/1, masks None or per image,
+        categories None (one class) or one name per image (for compute_by_category)."""
         s, y = scores_and_labels(scores, labels)
         batch = s.size
+        cats = [""] * batch if categories is None else [str(c) for c in categories]
+        if len(cats) != batch:
+            raise ValueError(f"categories holds {len(cats)} names for a batch of {batch} images.")
         has_masks = masks is not None
         if self._has_masks is not None and has_masks != self._has_masks:
             raise ValueError(
@@ -119,20 +188,30 @@ class AnomalyEvaluator:
                 "masks for every image (use all-zero masks for normal images) or for none."
             )
         if has_masks and self.pixel_metrics:
-            self._add_pixels(maps, _mask_list(masks, batch))
+            m = torch.from_numpy(as_scores(maps, "maps"))
+            if m.ndim == 4 and m.shape[1] == 1:
+                m = m[:, 0]
+            if m.ndim != 3 or m.shape[0] != batch:
+                raise ValueError(
+                    f"maps must be (B, h, w) with B = {batch} images; got {tuple(m.shape)}."
+                )
+            mask_list = _mask_list(masks, batch)
+            for cat in dict.fromkeys(cats):
+                idx = [i for i, c in enumerate(cats) if c == cat]
+                part = m if len(idx) == batch else m[idx]
+                store = self._pixels.setdefault(cat, _Pixels())
+                for pm, gm in self._resized(part, [mask_list[i] for i in idx]):
+                    store.add(pm, gm)
         self._has_masks = has_masks
         self._scores.append(s)
         self._labels.append(y)
+        self._categories.extend(cats)
         self._curve = None
 
-    def _add_pixels(self, maps: ArrayLike, masks: list[np.ndarray]) -> None:
-        m = torch.from_numpy(as_scores(maps, "maps"))
-        if m.ndim == 4 and m.shape[1] == 1:
-            m = m[:, 0]
-        if m.ndim != 3 or m.shape[0] != len(masks):
-            raise ValueError(
-                f"maps must be (B, h, w) with B = {len(masks)} images; got {tuple(m.shape)}."
-            )
+    def _resized(
+        self, m: torch.Tensor, masks: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(maps, masks) groups at the evaluation resolution, same-size images stacked."""
         sizes = {g.shape for g in masks}
         if self.eval_resolution == "gt" and len(sizes) == 1:  # one resize and labelling call
             groups = [(_resize_map(m, masks[0].shape), np.stack(masks))]
@@ -147,44 +226,52 @@ class AnomalyEvaluator:
                 groups = [(np.stack([p for p, _ in pairs]), np.stack([g for _, g in pairs]))]
             else:
                 groups = [(p[None], g[None]) for p, g in pairs]
-        for pm, gm in groups:
-            regions, n = label_regions(gm)
-            self._neg.append(pm[~gm])
-            self._pos.append(pm[gm])
-            ids = regions[gm].astype(np.int64)
-            ids += self._n_regions
-            self._ids.append(ids.astype(np.int32 if self._n_regions + n < 2**31 else np.int64))
-            self._n_regions += int(n)
+        return groups
 
     def compute(self) -> dict[str, float]:
-        """image_auroc, image_ap, image_f1_max; plus pixel_* and aupro when masks were given."""
+        """image_auroc, image_ap, image_f1_max; plus pixel_* and aupro when masks were given.
+
+        Over the whole test set (all categories pooled), as a single-class set is evaluated."""
         if not self._scores:
             raise RuntimeError("AnomalyEvaluator.compute() called before any update().")
-        s, y = np.concatenate(self._scores), np.concatenate(self._labels)
-        r = ranked_scores(s, y)
-        results = {
-            "image_auroc": auroc_from(r, "image_auroc"),
-            "image_ap": ap_from(r, "image_ap"),
-            "image_f1_max": f1_max_from(r, "image_f1_max"),
-        }
+        results = _image_metrics(np.concatenate(self._scores), np.concatenate(self._labels))
         if not (self.pixel_metrics and self._has_masks):
             return results
-        if len(self._neg) != self._n_sorted or self._n_sorted == 0:
-            self._neg = sort_chunks(self._neg)  # consolidated and sorted; kept for later computes
-            self._n_sorted = len(self._neg)
-        pos = np.concatenate(self._pos) if self._pos else np.zeros(0, np.float32)
-        ids = np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64)
-        self._pos, self._ids = [pos], [ids]
-        rp = rank(self._neg, pos, region_weights(ids, self._n_regions))
-        self._curve = curve_from(rp, self._n_regions, self.fpr_limit)
-        self._aupro = area(*self._curve, self.fpr_limit)
-        results.update(
-            pixel_auroc=auroc_from(rp, "pixel_auroc"),
-            pixel_ap=ap_from(rp, "pixel_ap"),
-            pixel_f1_max=f1_max_from(rp, "pixel_f1_max"),
-            aupro=self._aupro,
+        stores = list(self._pixels.values())
+        for store in stores:
+            store.consolidate()
+        offsets = np.cumsum([0] + [p.n_regions for p in stores[:-1]])
+        pixel, self._curve = _pixel_metrics(
+            [part for p in stores for part in p.neg],  # ranked together, never merged
+            np.concatenate([p.pos[0] for p in stores]),
+            np.concatenate([p.ids[0].astype(np.int64) + o for p, o in zip(stores, offsets)]),
+            sum(p.n_regions for p in stores),
+            self.fpr_limit,
         )
+        self._aupro = pixel["aupro"]
+        results.update(pixel)
         return results
+
+    def compute_by_category(self) -> dict[str, dict[str, float]]:
+        """The metrics of compute() for each category alone, {category: metrics}.
+
+        Multi-class benchmarks (Uni-Medical, UniAD's MVTec) report these and their mean."""
+        if not self._scores:
+            raise RuntimeError("AnomalyEvaluator.compute_by_category() called before any update().")
+        scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
+        cats = np.asarray(self._categories)
+        out = {}
+        for cat in self.categories:
+            keep = cats == cat
+            out[cat] = _image_metrics(scores[keep], labels[keep])
+            store = self._pixels.get(cat)
+            if self.pixel_metrics and self._has_masks and store is not None:
+                store.consolidate()
+                pixel, _ = _pixel_metrics(
+                    store.neg, store.pos[0], store.ids[0], store.n_regions, self.fpr_limit
+                )
+                out[cat].update(pixel)
+        return out
 
     def pro_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """(fpr, pro) of the last compute(), float64, from (0, 0) to fpr_limit."""
