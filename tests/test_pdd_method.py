@@ -205,6 +205,7 @@ def test_run_entry_point_trains_pdd_and_reports_metrics(tmp_path):
         "data.batch_size=8",
         "data.eval_batch_size=16",
         "trainer.max_epochs=3",
+        "method.teacher_cache_gib=0.5",
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
         "logger=none",
@@ -224,6 +225,9 @@ def test_run_entry_point_trains_pdd_and_reports_metrics(tmp_path):
     losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
     assert len(losses) == 3 and losses[-1] < losses[0], losses
     assert any(r.get("train/diversity_epoch") for r in rows)
+    # the teacher cache holds all 16 training images after the first epoch
+    hits = [float(r["teacher_cache/hit_rate"]) for r in rows if r.get("teacher_cache/hit_rate")]
+    assert hits == [0.0, 1.0, 1.0], hits
     results = json.loads((run_dir / "results.json").read_text())
     assert results["method"] == "pdd"
     for key in ("image_auroc", "pixel_auroc", "aupro"):

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from adlab.methods.teacher_cache import TeacherCache
 from adlab.metrics import AnomalyEvaluator
 from adlab.scoring import anomaly_maps, image_scores
 
@@ -75,9 +76,11 @@ class DistillationMethod(pl.LightningModule):
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
         channels_last: bool = False,
+        teacher_cache_gib: float | None = None,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
+        self.teacher_cache = TeacherCache(teacher_cache_gib) if teacher_cache_gib else None
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.scoring_cfg = {"combine": "sum", "sigma": 4.0, **dict(scoring or {})}
@@ -121,6 +124,14 @@ class DistillationMethod(pl.LightningModule):
         return batch
 
     # --- frozen modules ----------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_features(self, images: Tensor, keys: list[str] | None = None) -> Any:
+        """`self.teacher(images)`; with `keys` (image paths) and a teacher cache, kept features
+        are reused. Training and the validation loss pass keys; scoring never does."""
+        if self.teacher_cache is None or keys is None:
+            return self.teacher(images)
+        return self.teacher_cache(self.teacher, images, keys)
+
     def freeze(self, module: nn.Module) -> nn.Module:
         """Stop gradients into `module` and keep it in eval mode (BatchNorm statistics fixed)."""
         module.requires_grad_(False)
@@ -169,6 +180,13 @@ class DistillationMethod(pl.LightningModule):
                 prog_bar=name == "loss",
             )
         return parts["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        cache = self.teacher_cache
+        rate = cache.take_hit_rate() if cache is not None else None
+        if rate is not None:
+            self.log("teacher_cache/hit_rate", float(rate))
+            self.log("teacher_cache/gib", cache.used_bytes / 2**30)
 
     # --- scoring -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from adlab.methods.base import DistillationMethod, complete
@@ -42,9 +41,14 @@ class PDD(DistillationMethod):
         scheduler: Mapping | None = None,
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
+        teacher_cache_gib: float | None = None,
     ) -> None:
         super().__init__(
-            optimizer=optimizer, scheduler=scheduler, scoring=scoring, evaluation=evaluation
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scoring=scoring,
+            evaluation=evaluation,
+            teacher_cache_gib=teacher_cache_gib,
         )
         if not hasattr(teacher, "vmamba_channels"):
             raise TypeError(
@@ -72,14 +76,13 @@ class PDD(DistillationMethod):
                 "fusion.mpa=true (or student.students=plain)"
             )
 
-    def _forward(self, images: Tensor) -> tuple[PDDFeatures, StudentOutputs]:
-        with torch.no_grad():
-            teacher = self.teacher(images)
+    def _forward(self, images: Tensor, keys=None) -> tuple[PDDFeatures, StudentOutputs]:
+        teacher = self.teacher_features(images, keys)
         fused = self.fusion(teacher.cnn, teacher.vmamba)
         return fused, self.student(fused.manifold, fused.priors)
 
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
-        fused, out = self._forward(batch["image"])
+        fused, out = self._forward(batch["image"], batch.get("path"))
         return pdd_loss(fused.targets, out.prior, out.plain, **self.loss_cfg)
 
     def feature_pairs(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:

@@ -28,6 +28,7 @@ class RD4AD(DistillationMethod):
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
         channels_last: bool = False,
+        teacher_cache_gib: float | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -35,6 +36,7 @@ class RD4AD(DistillationMethod):
             scoring=scoring,
             evaluation=evaluation,
             channels_last=channels_last,
+            teacher_cache_gib=teacher_cache_gib,
         )
         if len(teacher.channels) != 3:
             raise ValueError(
@@ -52,12 +54,12 @@ class RD4AD(DistillationMethod):
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
 
-    def _features(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        targets = self.teacher(images)
+    def _features(self, images: Tensor, keys=None) -> tuple[list[Tensor], list[Tensor]]:
+        targets = self.teacher_features(images, keys)
         return targets, self.student(self.fusion(targets))
 
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
-        targets, preds = self._features(batch["image"])
+        targets, preds = self._features(batch["image"], batch.get("path"))
         return {"loss": self.loss_fn(targets, preds)}
 
     def feature_pairs(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:

@@ -3,9 +3,10 @@
     PYTHONPATH=. .venv/bin/python experiments/pdd/bench.py --batch 2 --steps 3
 
 Prints parameter counts, per-part forward times (teachers, fusion + students), a full training
-step (forward + backward + Adam) with and without `student.share_first_stage`, and test-time
-throughput. Timings are the fastest of --steps calls after one warm-up call (--median: the
-median).
+step (forward + backward + Adam) with and without `student.share_first_stage`, the same step
+from the second epoch on with `method.teacher_cache_gib` (teachers served from the cache), and
+test-time throughput. Timings are the fastest of --steps calls after one warm-up call
+(--median: the median).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import torch
 
 from adlab.methods.pdd import PDD
+from adlab.methods.teacher_cache import TeacherCache
 from adlab.models.fusion.pdd_fusion import PDDFusion
 from adlab.models.students.dual_prior import DualPriorStudent
 from adlab.models.teachers.dual import DualTeacher
@@ -82,8 +84,10 @@ def main() -> None:
         method.train()
         opt = method.configure_optimizers()
 
-        def step(method=method, opt=opt):
-            loss = method.compute_loss({"image": images})["loss"]
+        batch = {"image": images, "path": [f"{i}.png" for i in range(args.batch)]}
+
+        def step(method=method, opt=opt, batch=batch):
+            loss = method.compute_loss(batch)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -96,11 +100,15 @@ def main() -> None:
         with torch.no_grad():
             t_heads = timed(heads, args.steps)
         t_step = timed(step, args.steps)
+        method.teacher_cache = TeacherCache(4.0)  # the warm-up call fills it
+        t_cached = timed(step, args.steps)
+        method.teacher_cache = None
         method.eval()
         t_pred = timed(lambda method=method: method.predict_maps(images), args.steps)
         print(
             f"share_first_stage={share}: fusion+students forward {t_heads:.3f}s, train step "
-            f"{t_step:.3f}s ({t_step / args.batch:.3f}s/img), test {args.batch / t_pred:.2f} img/s"
+            f"{t_step:.3f}s ({t_step / args.batch:.3f}s/img), with the teacher cache "
+            f"{t_cached:.3f}s ({t_step / t_cached:.1f}x), test {args.batch / t_pred:.2f} img/s"
         )
 
 
