@@ -192,10 +192,12 @@ def dataset_provenance(datamodule) -> dict:
 
 
 def _print_summary(results: dict) -> None:
-    metrics = "  ".join(f"{k}={v:.4f}" for k, v in results["metrics"].items())
-    print(f"\n[adlab] {results['method']}: {metrics}")
+    def line(metrics: dict) -> str:
+        return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+    print(f"\n[adlab] {results['method']}: {line(results['metrics'])}")
     for category, values in results["metrics_per_category"].items():
-        print(f"[adlab]   {category}: " + "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        print(f"[adlab]   {category}: {line(values)}")
     print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")
 
 
