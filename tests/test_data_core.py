@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from adlab.data import AnomalyDataModule, DatasetError
-from adlab.data.dataset import collate
+from adlab.data.batch import collate
 from adlab.data.io import read_image, read_mask
 from adlab.data.records import Sample
 from adlab.data.samplers import carve_validation, select_train

@@ -16,12 +16,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from adlab.methods.pdd import PDD
+from adlab.models.features import CompositionError
 from adlab.models.fusion.pdd_fusion import PDDFusion
 from adlab.models.students.dual_prior import DualPriorStudent
 from adlab.models.teachers.dual import DualTeacher
 from adlab.models.teachers.timm_encoder import TimmEncoder
 from adlab.models.teachers.vmamba import VMambaEncoder
-from adlab.run import build_method
+from adlab.pipeline import build_method
 
 REPO = Path(__file__).resolve().parents[1]
 OPT = {"lr": 2e-3, "betas": (0.5, 0.999)}
@@ -58,45 +59,46 @@ def test_gradients_reach_adapters_and_students_but_never_the_teachers():
     method = _pdd()
     method.train()
     images = torch.rand(2, 3, 64, 64)
-    parts = method.compute_loss({"image": images})
+    parts = method.training_loss({"image": images})
     assert set(parts) == {"loss", "mse_prior", "cos", "mse_plain", "diversity"}
     parts["loss"].backward()
-    fusion = method.fusion
+    fusion = method.model.fusion
     for name, module in [
         ("ina", fusion.ina),
         ("mmu", fusion.mmu),
         ("mpa", fusion.mpa),
-        ("student", method.student),
+        ("student", method.model.student),
     ]:
         grads = [p.grad for p in module.parameters()]
         assert all(g is not None for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
-    assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
-    assert not method.teacher.training and method.training
+    assert all(p.grad is None and not p.requires_grad for p in method.model.teacher.parameters())
+    assert not method.model.teacher.training and method.training
     optimised = {id(p) for g in method.parameter_groups() for p in g["params"]}
-    assert not optimised & {id(p) for p in method.teacher.parameters()}
-    assert optimised == {id(p) for p in [*fusion.parameters(), *method.student.parameters()]}
+    assert not optimised & {id(p) for p in method.model.teacher.parameters()}
+    assert optimised == {id(p) for p in [*fusion.parameters(), *method.model.student.parameters()]}
 
 
 def test_targets_carry_the_adapter_gradient():
     """f_b is not detached: the MSE(f_b, S_n) term alone moves the InA adapters."""
     method = _pdd(loss={"w_mse_prior": 0.0, "w_cos": 0.0, "w_div": 0.0})
     method.train()
-    method.compute_loss({"image": torch.rand(2, 3, 64, 64)})["loss"].backward()
-    assert float(method.fusion.ina.adapters[0].conv1.weight.grad.abs().sum()) > 0
+    method.training_loss({"image": torch.rand(2, 3, 64, 64)})["loss"].backward()
+    assert float(method.model.fusion.ina.adapters[0].conv1.weight.grad.abs().sum()) > 0
     # the priors do not enter the plain student: MPA gets no gradient from this term
     assert all(
-        p.grad is None or float(p.grad.abs().sum()) == 0 for p in method.fusion.mpa.parameters()
+        p.grad is None or float(p.grad.abs().sum()) == 0
+        for p in method.model.fusion.mpa.parameters()
     )
 
 
 def test_scores_come_from_both_students_and_each_image_alone():
     method = _pdd().eval()
     images = torch.rand(3, 3, 64, 64)
-    pairs = method.feature_pairs(images)
+    pairs = method.model.feature_pairs(images)
     assert len(pairs) == 6
-    fused = method.fusion(*method.teacher(images))
-    out = method.student(fused.manifold, fused.priors)
+    fused = method.model.fusion(*method.model.teacher(images))
+    out = method.model.student(fused.manifold, fused.priors)
     for (t, p), want_t, want_p in zip(pairs, fused.targets * 2, out.prior + out.plain):
         torch.testing.assert_close(t, want_t)
         torch.testing.assert_close(p, want_p)
@@ -117,7 +119,7 @@ def test_a_few_steps_reduce_the_loss():
     batch = {"image": torch.rand(4, 3, 64, 64)}
     losses = []
     for _ in range(6):
-        loss = method.compute_loss(batch)["loss"]
+        loss = method.training_loss(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -132,7 +134,7 @@ def test_bad_configs_raise():
         _pdd(loss={"tau_mid": 0.5})
     with pytest.raises(ValueError, match="cos_sign"):
         _pdd(loss={"cos_sign": "negative"})
-    with pytest.raises(TypeError, match="teacher=vmamba_wrn50"):
+    with pytest.raises(CompositionError, match="teacher=vmamba_wrn50"):
         PDD(
             TimmEncoder("resnet18", layers=(1, 2, 3, 4)),
             PDDFusion,
@@ -177,9 +179,9 @@ def test_experiment_presets_compose_pdd_on_their_dataset(name):
 def test_ablation_rows_build_the_paper_variants(row, n_pairs, dual, mpa):
     overrides = TINY if dual else [o for o in TINY if "vmamba" not in o]
     method = build_method(_compose(*overrides, f"pdd_ablation={row}", "dataset=synthetic"))
-    assert (method.teacher.vmamba is not None) == dual and method.fusion.dual == dual
-    assert (method.fusion.mpa is not None) == mpa
-    assert len(method.feature_pairs(torch.rand(1, 3, 64, 64))) == n_pairs
+    assert (method.model.teacher.vmamba is not None) == dual and method.model.fusion.dual == dual
+    assert (method.model.fusion.mpa is not None) == mpa
+    assert len(method.model.feature_pairs(torch.rand(1, 3, 64, 64))) == n_pairs
     named = _compose("method=pdd", f"pdd_ablation={row}", hydra=True)._get_node("method_name")
     want = "${hydra:runtime.choices.method}" if row == "full" else f"pdd_{row}"
     assert named._value() == want  # report rows: pdd_t1s1, ..., pdd

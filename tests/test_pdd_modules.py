@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adlab.models.features import Features, Tap
 from adlab.models.fusion.adapter import ChannelAdapter
 from adlab.models.fusion.pdd_fusion import MPA, PDDFusion
 from adlab.models.students.dual_prior import DualPriorStudent
@@ -191,6 +192,7 @@ class _StubCNN(nn.Module):
             for i, (cin, cout) in enumerate(zip([8, *widths[:-1]], widths))
         )
         self.channels, self.strides = widths, [4, 8, 16, 32][:taps]
+        self.features = Features(tuple(Tap(c, s) for c, s in zip(self.channels, self.strides)))
 
     def forward(self, x):
         x, outs = self.stem(x), []

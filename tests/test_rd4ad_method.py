@@ -24,11 +24,13 @@ def _method(**kw):
 def test_teacher_is_frozen_and_stays_in_eval_mode():
     method = _method()
     method.train()
-    assert not method.teacher.training
-    assert method.fusion.training and method.student.training
-    assert all(not p.requires_grad for p in method.teacher.parameters())
+    assert not method.model.teacher.training
+    assert method.model.fusion.training and method.model.student.training
+    assert all(not p.requires_grad for p in method.model.teacher.parameters())
     optimised = {id(p) for g in method.parameter_groups() for p in g["params"]}
-    assert optimised == {id(p) for p in [*method.fusion.parameters(), *method.student.parameters()]}
+    assert optimised == {
+        id(p) for p in [*method.model.fusion.parameters(), *method.model.student.parameters()]
+    }
     assert method.input_divisor == 32
     assert method.weights_sources() == {"teacher": "random"}
 
@@ -40,24 +42,24 @@ def test_config_values_win_over_teacher_derived_shapes():
         student=functools.partial(ReverseDecoder),
         optimizer={"lr": 0.005},
     )
-    assert len(method.fusion.oce) == 1
+    assert len(method.model.fusion.oce) == 1
 
 
 def test_training_steps_reduce_the_loss_and_leave_the_teacher_untouched():
     method = _method()
     opt = method.configure_optimizers()
-    before = {k: v.clone() for k, v in method.teacher.state_dict().items()}
+    before = {k: v.clone() for k, v in method.model.teacher.state_dict().items()}
     batch = {"image": torch.rand(4, 3, 64, 64)}
     method.train()
     losses = []
     for _ in range(8):
-        loss = method.compute_loss(batch)["loss"]
+        loss = method.training_loss(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
-    for k, v in method.teacher.state_dict().items():
+    for k, v in method.model.teacher.state_dict().items():
         assert torch.equal(v, before[k]), f"teacher tensor {k} changed"
 
 

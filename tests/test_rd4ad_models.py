@@ -22,16 +22,20 @@ EXPECTED = {
 def test_teacher_ocbe_decoder_shapes(name):
     channels, code_channels, block, depths = EXPECTED[name]
     teacher = TimmEncoder(name, pretrained=False)
-    assert teacher.channels == channels and teacher.block == block and teacher.depths == depths
+    assert (
+        teacher.channels == channels
+        and teacher.features.block == block
+        and teacher.features.depths == depths
+    )
     x = torch.randn(2, 3, 64, 64)
     feats = teacher(x)
     assert [tuple(f.shape) for f in feats] == [
         (2, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16))
     ]
-    fusion = OCBE(channels, block, layers=depths[0], base_width=teacher.base_width)
+    fusion = OCBE(channels, block, layers=depths[0], base_width=teacher.features.base_width)
     code = fusion(feats)
     assert tuple(code.shape) == (2, code_channels, 2, 2)
-    decoder = ReverseDecoder(channels, block, depths, base_width=teacher.base_width)
+    decoder = ReverseDecoder(channels, block, depths, base_width=teacher.features.base_width)
     outs = decoder(code)
     assert [o.shape for o in outs] == [f.shape for f in feats]
     # Decoder stage depths mirror the teacher (official de_resnet tables).
@@ -40,12 +44,12 @@ def test_teacher_ocbe_decoder_shapes(name):
 
 def test_wide_resnet_block_widths_follow_the_official_definition():
     teacher = TimmEncoder("wide_resnet50_2", pretrained=False)
-    fusion = OCBE(teacher.channels, "bottleneck", layers=3, base_width=teacher.base_width)
+    fusion = OCBE(teacher.channels, "bottleneck", layers=3, base_width=teacher.features.base_width)
     first = fusion.oce[0]
     # 3072 -> width 1024 (planes 512 x 128/64) -> 2048, stride 2 with a 1x1 projection.
     assert first.conv1.in_channels == 3072 and first.conv1.out_channels == 1024
     assert first.conv3.out_channels == 2048 and first.conv2.stride == (2, 2)
-    decoder = ReverseDecoder(teacher.channels, "bottleneck", [3, 4, 6], teacher.base_width)
+    decoder = ReverseDecoder(teacher.channels, "bottleneck", [3, 4, 6], teacher.features.base_width)
     up = decoder.stages[0][0]
     assert isinstance(up.conv2, torch.nn.ConvTranspose2d) and up.conv2.kernel_size == (2, 2)
     assert up.conv1.in_channels == 2048 and up.conv3.out_channels == 1024

@@ -130,7 +130,10 @@ def _pdd(**kw) -> PDD:
         VMambaEncoder(dim=8, depths=(1, 1, 1, 1), d_state=4),
     )
     return PDD(
-        teacher, functools.partial(PDDFusion), functools.partial(DualPriorStudent), {"lr": 2e-3}
+        teacher,
+        functools.partial(PDDFusion),
+        functools.partial(DualPriorStudent),
+        optimizer={"lr": 2e-3},
     )
 
 
@@ -141,15 +144,15 @@ def test_methods_give_the_same_losses_with_the_cache_and_run_the_teacher_once(bu
     cached = copy.deepcopy(plain)
     cached.teacher_cache = TeacherCache(1.0)
     calls = []
-    cached.teacher.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    cached.model.teacher.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     plain.train()
     cached.train()
     images = torch.rand(4, 3, 64, 64)
     paths = [f"img{i}.png" for i in range(4)]
     for order in ([0, 1, 2, 3], [2, 0, 3, 1]):
         batch = {"image": images[order], "path": [paths[i] for i in order]}
-        want = plain.compute_loss(batch)
-        got = cached.compute_loss(batch)
+        want = plain.training_loss(batch)
+        got = cached.training_loss(batch)
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
     assert calls == [4]  # the second epoch is served from the cache

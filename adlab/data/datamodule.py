@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from adlab.data import synthetic
-from adlab.data.dataset import AnomalyDataset, ImageCache, collate, default_workers
+from adlab.data.batch import BASE_KEYS, collate
+from adlab.data.dataset import AnomalyDataset, ImageCache, default_workers
 from adlab.data.fingerprint import fingerprint
 from adlab.data.readers import get_reader
 from adlab.data.readers.elpv import package_root
@@ -181,6 +182,22 @@ class AnomalyDataModule:
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, masks=self.has_masks)
+
+    def batch_keys(self, split: str) -> set[str]:
+        """The fields of this split's batches (what a method may require)."""
+        keys = set(BASE_KEYS)
+        if split == "test" and self.has_masks:
+            keys.add("mask")
+        return keys
+
+    def reference_images(self) -> torch.Tensor | None:
+        """The support images few-shot methods score test images against (None without a
+        support split)."""
+        support = self.splits.get("support")
+        if not support:
+            return None
+        dataset = AnomalyDataset(support, self._cache)
+        return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
 
     def summary(self) -> dict[str, Any]:
         """Counts per split and label, masks found and the fingerprint (check's JSON line)."""

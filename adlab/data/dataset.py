@@ -107,21 +107,6 @@ class AnomalyDataset(Dataset):
         return transform.crop_mask(torch.zeros(height, width, dtype=torch.uint8).numpy())
 
 
-def collate(items: list[dict]) -> dict:
-    """Stack images and labels; masks are stacked when all have one size, else kept as a list."""
-    batch = {
-        "image": torch.stack([item["image"] for item in items]),
-        "label": torch.tensor([int(item["label"]) for item in items], dtype=torch.long),
-        "path": [item["path"] for item in items],
-        "category": [item["category"] for item in items],
-    }
-    if "mask" in items[0]:
-        masks = [item["mask"] for item in items]
-        same = all(m.shape == masks[0].shape for m in masks)
-        batch["mask"] = torch.stack(masks) if same else masks
-    return batch
-
-
 def default_workers() -> int:
     """Threads for decoding at setup: PIL releases the GIL while decoding and resizing."""
     return min(8, os.cpu_count() or 1)

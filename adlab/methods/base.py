@@ -1,8 +1,8 @@
 """The training / evaluation loop every distillation method shares.
 
-A method subclass only says how to compute its loss, which feature pairs to score and which
-parameters to optimise; this class does optimisation, frozen-module handling, anomaly maps, metric
-accumulation and keeps a few test samples for visualisation.
+A method subclass builds its network (a plain nn.Module that maps images to anomaly maps) and
+says how to compute its losses and what to optimise; this class does optimisation, the teacher
+cache, metric accumulation and keeps a few test samples for visualisation.
 """
 
 from __future__ import annotations
@@ -12,21 +12,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from adlab.methods.teacher_cache import TeacherCache
 from adlab.metrics import AnomalyEvaluator
-from adlab.scoring import anomaly_maps, image_scores
-
-
-def complete(factory, **defaults):
-    """Call a Hydra `_partial_` factory, filling in only the arguments its config left unset.
-
-    Methods derive shapes (channels, depths) from the teacher; a value set explicitly in the config
-    (e.g. `fusion.layers=2`) wins over the derived one.
-    """
-    given = getattr(factory, "keywords", {}) or {}
-    return factory(**{k: v for k, v in defaults.items() if k not in given})
+from adlab.models.networks.base import AnomalyNetwork
 
 
 def make_adam(groups: list[dict], *, fused: bool = True, **kwargs) -> torch.optim.Adam:
@@ -66,10 +56,21 @@ DEFAULT_EVAL = {"resolution": "gt", "fpr_limit": 0.3, "pixel_metrics": True, "n_
 
 
 class DistillationMethod(pl.LightningModule):
-    """Base LightningModule: subclasses implement compute_loss, feature_pairs, parameter_groups."""
+    """Training glue around a method's network (`self.model`, a plain AnomalyNetwork).
+
+    A method implements `training_loss(batch)` and `parameter_groups()` (one optimiser, automatic
+    optimisation), or sets `automatic_optimization = False`, owns `training_step` and builds its
+    optimisers with `make_optimizer` (then `optimizers_per_batch` says how many step per batch).
+    Shared options (optimizer, scheduler, scoring, evaluation, channels_last, teacher_cache_gib,
+    iterations) are handled here once; a method's own signature lists only its own options.
+    """
+
+    required_batch_keys: tuple[str, ...] = ("image", "label", "path")
+    optimizers_per_batch: int = 1
 
     def __init__(
         self,
+        model: AnomalyNetwork,
         *,
         optimizer: Mapping,
         scheduler: Mapping | None = None,
@@ -77,41 +78,62 @@ class DistillationMethod(pl.LightningModule):
         evaluation: Mapping | None = None,
         channels_last: bool = False,
         teacher_cache_gib: float | None = None,
+        iterations: int | None = None,
     ) -> None:
         super().__init__()
+        self.model = model
+        model.scoring.update(dict(scoring or {}))
         self.channels_last = channels_last
         self.teacher_cache = TeacherCache(teacher_cache_gib) if teacher_cache_gib else None
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
-        self.scoring_cfg = {"combine": "sum", "sigma": 4.0, **dict(scoring or {})}
+        self.iterations = int(iterations) if iterations else None
         self.eval_cfg = {**DEFAULT_EVAL, **dict(evaluation or {})}
-        self._frozen: list[nn.Module] = []
         self.run_config: dict | None = None  # set by the entry point, stored in checkpoints
         self.test_results: dict[str, float] = {}
         self.test_results_by_category: dict[str, dict[str, float]] = {}
         self.visuals: list[dict[str, Any]] = []
         self.evaluator: AnomalyEvaluator | None = None
         self._val_evaluator: AnomalyEvaluator | None = None
+        self.reference_images: Tensor | None = None  # set by the pipeline before testing
 
     # --- what a method defines -------------------------------------------------------------
-    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
-        raise NotImplementedError
-
-    def feature_pairs(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def training_loss(self, batch: dict) -> dict[str, Tensor]:
+        """The loss terms of one training batch; "loss" is the one optimised."""
         raise NotImplementedError
 
     def parameter_groups(self) -> list[dict]:
+        """What the single optimiser of automatic optimisation updates."""
         raise NotImplementedError
 
-    input_divisor: int = 32  # image sizes must be multiples of this (the total stride)
+    def validation_loss(self, batch: dict) -> Tensor:
+        """The selection criterion on a normal-only validation batch (default: the training
+        loss, which for a two-step method may not be the right one to select on)."""
+        return self.training_loss(batch)["loss"]
+
+    @property
+    def input_divisor(self) -> int:
+        return self.model.input_divisor
+
+    @property
+    def references_needed(self) -> bool:
+        """Whether test images are scored against reference images (few-shot supports)."""
+        return self.model.references_needed
+
+    def set_references(self, images: Tensor) -> None:
+        """Called once before testing with the reference images; kept in the checkpoint."""
+        self.model.set_references(images)
 
     def weights_sources(self) -> dict[str, str]:
-        """Where each pretrained part's weights came from (file, hub name or "random")."""
-        return {
-            name or "model": m.weights_source
-            for name, m in self.named_modules()
-            if isinstance(getattr(m, "weights_source", None), str)
-        }
+        return self.model.weights_sources()
+
+    def trainer_arguments(self, n_train_batches: int) -> dict[str, Any]:
+        """Trainer arguments the method decides. With `iterations`, training stops after that
+        many batches: Lightning counts every optimiser step in global_step, so a method with
+        two optimisers needs twice the steps."""
+        if not self.iterations:
+            return {}
+        return {"max_steps": self.iterations * self.optimizers_per_batch, "max_epochs": -1}
 
     # --- memory format: channels-last convolutions are ~15% faster on CPU (oneDNN) -------------
     def setup(self, stage: str) -> None:
@@ -119,42 +141,36 @@ class DistillationMethod(pl.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if self.channels_last and isinstance(batch.get("image"), Tensor):
-            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            for key, value in batch.items():
+                if isinstance(value, Tensor) and value.dim() == 4 and value.is_floating_point():
+                    batch[key] = value.contiguous(memory_format=torch.channels_last)
         return batch
 
-    # --- frozen modules ----------------------------------------------------------------------
+    # --- frozen teachers -------------------------------------------------------------------
     @torch.no_grad()
     def teacher_features(self, images: Tensor, keys: list[str] | None = None) -> Any:
-        """`self.teacher(images)`; with `keys` (image paths) and a teacher cache, kept features
-        are reused. Training and the validation loss pass keys; scoring never does."""
+        """`self.model.teacher(images)`; with `keys` (image paths) and a teacher cache, kept
+        features are reused. Training and the validation loss pass keys; scoring never does."""
+        teacher = self.model.teacher
         if self.teacher_cache is None or keys is None:
-            return self.teacher(images)
-        return self.teacher_cache(self.teacher, images, keys)
+            return teacher(images)
+        return self.teacher_cache(teacher, images, keys)
 
-    def freeze(self, module: nn.Module) -> nn.Module:
-        """Stop gradients into `module` and keep it in eval mode (BatchNorm statistics fixed)."""
-        module.requires_grad_(False)
-        module.eval()
-        self._frozen.append(module)
-        return module
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for module in self._frozen:
-            module.eval()
-        return self
-
-    # --- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        cfg = self.optimizer_cfg
-        opt = make_adam(
-            self.parameter_groups(),
+    # --- optimisation ------------------------------------------------------------------------
+    @staticmethod
+    def make_optimizer(cfg: Mapping, params: Any) -> torch.optim.Adam:
+        """Adam from an optimizer config ({lr, betas, weight_decay, fused})."""
+        return make_adam(
+            params if isinstance(params, list) else list(params),
             lr=cfg["lr"],
             betas=tuple(cfg.get("betas", (0.9, 0.999))),
             weight_decay=cfg.get("weight_decay", 0.0),
             fused=cfg.get("fused", True),
         )
+
+    def configure_optimizers(self):
+        opt = self.make_optimizer(self.optimizer_cfg, self.parameter_groups())
         if not self.scheduler_cfg:
             return opt
         sched = self.scheduler_cfg
@@ -167,18 +183,21 @@ class DistillationMethod(pl.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        parts = self.compute_loss(batch)
-        bs = batch["image"].shape[0]
+    def log_losses(self, parts: Mapping[str, Tensor], batch_size: int, prefix: str = "train"):
+        """Log each loss term per step and per epoch as `<prefix>/<name>`."""
         for name, value in parts.items():
             self.log(
-                f"train/{name}",
+                f"{prefix}/{name}",
                 value.detach(),
                 on_step=True,
                 on_epoch=True,
-                batch_size=bs,
+                batch_size=batch_size,
                 prog_bar=name == "loss",
             )
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        parts = self.training_loss(batch)
+        self.log_losses(parts, batch["image"].shape[0])
         return parts["loss"]
 
     def on_train_epoch_end(self) -> None:
@@ -192,9 +211,8 @@ class DistillationMethod(pl.LightningModule):
     @torch.no_grad()
     def predict_maps(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Anomaly maps (B, H, W) at the input resolution and image scores (B,)."""
-        pairs = self.feature_pairs(images)
-        maps = anomaly_maps(pairs, tuple(images.shape[-2:]), **self.scoring_cfg)
-        return maps, image_scores(maps)
+        maps, scores = self.model(images)
+        return maps, scores
 
     def _new_evaluator(self, pixel_metrics: bool | None = None) -> AnomalyEvaluator:
         return AnomalyEvaluator(
@@ -226,7 +244,7 @@ class DistillationMethod(pl.LightningModule):
         self._val_labels.update(labels.tolist())
         normal = labels == 0
         if normal.any():
-            loss = self.compute_loss(select_samples(batch, normal))["loss"]
+            loss = self.validation_loss(select_samples(batch, normal))
             self.log("val/loss", loss, on_epoch=True, batch_size=int(normal.sum()))
 
     def on_validation_epoch_end(self) -> None:
@@ -235,6 +253,10 @@ class DistillationMethod(pl.LightningModule):
             self.log("val/image_auroc", torch.tensor(value, dtype=torch.float32))
 
     # --- test ----------------------------------------------------------------------------------
+    def on_test_start(self) -> None:
+        if self.references_needed and self.reference_images is not None:
+            self.set_references(self.reference_images.to(self.device))
+
     def on_test_epoch_start(self) -> None:
         self.evaluator = self._new_evaluator()
         self.visuals = []
@@ -278,3 +300,14 @@ class DistillationMethod(pl.LightningModule):
     # --- checkpoints carry the resolved config so adlab.evaluate can rebuild the method --------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["adlab_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = with_model_prefix(checkpoint["state_dict"])
+
+
+def with_model_prefix(state: dict) -> dict:
+    """Checkpoints written before the network moved under `model.` (teacher.* -> model.teacher.*)
+    load unchanged."""
+    if any(k.startswith("model.") for k in state):
+        return state
+    return {f"model.{k}": v for k, v in state.items()}

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from adlab.methods.base import DistillationMethod, complete
+from adlab.methods.base import DistillationMethod
 from adlab.models.losses import get_loss
+from adlab.models.networks.rd4ad import RD4ADNetwork
 
 
 class RD4AD(DistillationMethod):
-    """Reverse distillation; `fusion` and `student` are factories completed with teacher shapes.
+    """Reverse distillation: the student reconstructs the frozen teacher's three taps.
 
-    The teacher's stage depths and block type decide the OCBE depth and the mirrored decoder, so
-    `teacher=resnet18` gives the official ResNet18 variant with no other change.
+    loss: flat_cos (official) or pixel_cos. Shared options (optimizer, scoring, ...) go to
+    DistillationMethod.
     """
 
     def __init__(
@@ -22,49 +23,17 @@ class RD4AD(DistillationMethod):
         teacher: nn.Module,
         fusion: Callable[..., nn.Module],
         student: Callable[..., nn.Module],
-        optimizer: Mapping,
         loss: str = "flat_cos",
-        scheduler: Mapping | None = None,
-        scoring: Mapping | None = None,
-        evaluation: Mapping | None = None,
-        channels_last: bool = False,
-        teacher_cache_gib: float | None = None,
+        **common,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scoring=scoring,
-            evaluation=evaluation,
-            channels_last=channels_last,
-            teacher_cache_gib=teacher_cache_gib,
-        )
-        if len(teacher.channels) != 3:
-            raise ValueError(
-                f"RD4AD needs a teacher with 3 taps (teacher.layers), got {teacher.channels}"
-            )
-        self.teacher = self.freeze(teacher)
-        self.input_divisor = teacher.strides[-1] * 2  # OCBE halves the coarsest tap once more
-        shape = {"block": teacher.block, "base_width": teacher.base_width}
-        self.fusion = complete(
-            fusion, in_channels=teacher.channels, layers=teacher.depths[0], **shape
-        )
-        self.student = complete(
-            student, out_channels=teacher.channels, depths=teacher.depths, **shape
-        )
+        super().__init__(RD4ADNetwork(teacher, fusion, student), **common)
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
 
-    def _features(self, images: Tensor, keys=None) -> tuple[list[Tensor], list[Tensor]]:
-        targets = self.teacher_features(images, keys)
-        return targets, self.student(self.fusion(targets))
-
-    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
-        targets, preds = self._features(batch["image"], batch.get("path"))
-        return {"loss": self.loss_fn(targets, preds)}
-
-    def feature_pairs(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
-        targets, preds = self._features(images)
-        return list(zip(targets, preds))
+    def training_loss(self, batch: dict) -> dict[str, Tensor]:
+        targets = self.teacher_features(batch["image"], batch.get("path"))
+        return {"loss": self.loss_fn(targets, self.model.distill(targets))}
 
     def parameter_groups(self) -> list[dict]:
-        return [{"params": list(self.fusion.parameters()) + list(self.student.parameters())}]
+        trained = [*self.model.fusion.parameters(), *self.model.student.parameters()]
+        return [{"params": trained}]

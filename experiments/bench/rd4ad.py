@@ -72,9 +72,9 @@ def bench_adlab(args) -> dict:
     def step():
         method.train()
         t0 = time.perf_counter()
-        feats = method.teacher(x)
+        feats = method.model.teacher(x)
         t1 = time.perf_counter()
-        loss = method.loss_fn(feats, method.student(method.fusion(feats)))
+        loss = method.loss_fn(feats, method.model.student(method.model.fusion(feats)))
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()

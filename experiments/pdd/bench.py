@@ -79,7 +79,7 @@ def main() -> None:
             optimizer={"lr": 2e-3, "betas": (0.5, 0.999)},
         )
         if not share:
-            sizes = f"fusion (InA+MMU+MPA) {count(method.fusion)}, students {count(method.student)}"
+            sizes = f"fusion (InA+MMU+MPA) {count(method.model.fusion)}, students {count(method.model.student)}"
             print(f"params: {sizes}")
         method.train()
         opt = method.configure_optimizers()
@@ -87,14 +87,14 @@ def main() -> None:
         batch = {"image": images, "path": [f"{i}.png" for i in range(args.batch)]}
 
         def step(method=method, opt=opt, batch=batch):
-            loss = method.compute_loss(batch)["loss"]
+            loss = method.training_loss(batch)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         def heads(method=method, feats=feats):
-            fused = method.fusion(feats.cnn, feats.vmamba)
-            out = method.student(fused.manifold, fused.priors)
+            fused = method.model.fusion(feats.cnn, feats.vmamba)
+            out = method.model.student(fused.manifold, fused.priors)
             return fused, out
 
         with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from adlab.models.blocks import EXPANSION, conv3x3, init_resnet_weights, make_stage
+from adlab.models.features import CompositionError, Features, merged
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -41,6 +42,24 @@ class OCBE(nn.Module):
             block, 3 * c3, planes, layers, stride=2, up=False, base_width=base_width
         )
         init_resnet_weights(self)
+
+    @classmethod
+    def from_features(cls, features: Features, **given) -> OCBE:
+        """Three ResNet taps; the OCE depth is the first stage's (the official per-backbone
+        tables: 3 for WRN50, 2 for ResNet18)."""
+        taps = features.first(3, "the OCBE (fusion=ocbe)").resnet("the OCBE (fusion=ocbe)")
+        if len(taps.taps) != len(features.taps):
+            raise CompositionError(
+                f"the OCBE (fusion=ocbe) fuses exactly 3 teacher taps, {features.source} gives "
+                f"{len(features.taps)} (channels {features.channels})"
+            )
+        derived = {
+            "in_channels": taps.channels,
+            "block": taps.block,
+            "layers": taps.depths[0],
+            "base_width": taps.base_width,
+        }
+        return cls(**merged(derived, given))
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         f1, f2, f3 = feats

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adlab.models.blocks import init_resnet_weights
+from adlab.models.features import CompositionError, Features, merged
 from adlab.models.fusion.adapter import ChannelAdapter
 
 
@@ -125,6 +126,21 @@ class PDDFusion(nn.Module):
         self.prior_channels = cnn_channels[2:0:-1]
         self.mpa = MPA(cnn_channels[3], self.prior_channels, mpa_reduction) if mpa else None
         init_resnet_weights(self)
+
+    @classmethod
+    def from_features(cls, features: Features, **given) -> PDDFusion:
+        """The CNN's 4 taps and, when the teacher has one, VMamba's (features.aux["vmamba"])."""
+        if len(features.taps) != 4:
+            raise CompositionError(
+                f"PDD's fusion (fusion=mmu_ina) needs a CNN teacher with 4 taps (layer1..4, "
+                f"teacher=vmamba_wrn50), {features.source} gives {len(features.taps)}"
+            )
+        vmamba = features.aux.get("vmamba")
+        derived = {
+            "cnn_channels": features.channels,
+            "vmamba_channels": None if vmamba is None else vmamba.channels,
+        }
+        return cls(**merged(derived, given))
 
     def forward(self, cnn: Sequence[Tensor], vmamba: Sequence[Tensor] | None = None) -> PDDFeatures:
         if len(cnn) != 4:

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from adlab.models.blocks import EXPANSION, init_resnet_weights, make_stage
+from adlab.models.features import Features, merged
 
 STUDENTS = ("dual", "prior", "plain")
 
@@ -64,6 +65,12 @@ class DualPriorStudent(nn.Module):
             cin = cout
         self.stages = nn.ModuleList(stages)
         init_resnet_weights(self)
+
+    @classmethod
+    def from_features(cls, features: Features, **given) -> DualPriorStudent:
+        """Decode into the widths of the teacher's three finest taps."""
+        taps = features.first(3, "PDD's dual students (student=dual_prior)")
+        return cls(**merged({"out_channels": taps.channels[:3]}, given))
 
     @property
     def needs_priors(self) -> bool:

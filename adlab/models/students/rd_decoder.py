@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from adlab.models.blocks import EXPANSION, init_resnet_weights, make_stage
+from adlab.models.features import Features, merged
 
 
 class ReverseDecoder(nn.Module):
@@ -33,6 +34,19 @@ class ReverseDecoder(nn.Module):
             cin = cout
         self.stages = nn.ModuleList(stages)
         init_resnet_weights(self)
+
+    @classmethod
+    def from_features(cls, features: Features, **given) -> ReverseDecoder:
+        """Mirror the teacher's three finest ResNet stages (widths, depths, block type)."""
+        taps = features.first(3, "the reverse decoder (student=rd_decoder)")
+        taps = taps.resnet("the reverse decoder (student=rd_decoder)")
+        derived = {
+            "out_channels": taps.channels,
+            "block": taps.block,
+            "depths": taps.depths,
+            "base_width": taps.base_width,
+        }
+        return cls(**merged(derived, given))
 
     def forward(self, code: Tensor) -> list[Tensor]:
         outs = []

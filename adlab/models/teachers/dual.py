@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from adlab.models.features import Features
+
 
 class TeacherFeatures(NamedTuple):
     cnn: list[Tensor]  # WRN50 layer1..4: 256@64, 512@32, 1024@16, 2048@8 at 256 px
@@ -22,9 +24,9 @@ class DualTeacher(nn.Module):
     def __init__(self, cnn: nn.Module, vmamba: nn.Module | None = None) -> None:
         super().__init__()
         for name, enc in (("cnn", cnn), ("vmamba", vmamba)):
-            if enc is not None and not hasattr(enc, "channels"):
+            if enc is not None and not hasattr(enc, "features"):
                 raise TypeError(
-                    f"teacher.{name} must be an encoder with .channels (e.g. TimmEncoder or "
+                    f"teacher.{name} must be an encoder with .features (e.g. TimmEncoder or "
                     f"VMambaEncoder), got {type(enc).__name__}"
                 )
         if len(cnn.channels) != 4:
@@ -37,6 +39,12 @@ class DualTeacher(nn.Module):
         self.channels: list[int] = list(cnn.channels)
         self.strides: list[int] = list(cnn.strides)
         self.vmamba_channels: list[int] | None = None if vmamba is None else list(vmamba.channels)
+        self.features = Features(
+            cnn.features.taps,
+            cnn.features.base_width,
+            aux={} if vmamba is None else {"vmamba": vmamba.features},
+            source="the dual teacher (CNN + VMamba)" if vmamba else "the single CNN teacher",
+        )
         if vmamba is not None:
             ratios = [v / c for v, c in zip(vmamba.strides, cnn.strides)]
             if any(r < 1 for r in ratios):

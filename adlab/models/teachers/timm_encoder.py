@@ -12,6 +12,7 @@ import timm
 import torch
 from torch import nn
 
+from adlab.models.features import Features, resnet_taps
 from adlab.models.teachers.weights import WeightsError, load_strict, read_state_dict
 
 # Tags of the weights the official codes used: RD4AD and URD load torchvision's ImageNet weights.
@@ -92,10 +93,15 @@ class TimmEncoder(nn.Module):
         info = self.model.feature_info
         self.channels: list[int] = list(info.channels())
         self.strides: list[int] = list(info.reduction())
+        stages = [getattr(self.model, name) for name in info.module_name()]
+        blocks = ["bottleneck" if hasattr(stage[0], "conv3") else "basic" for stage in stages]
         first = self.model.layer1[0]
-        self.block = "bottleneck" if hasattr(first, "conv3") else "basic"
-        self.base_width = first.conv1.out_channels if self.block == "bottleneck" else 64
-        self.depths = [len(getattr(self.model, f"layer{i}")) for i in range(1, 4)]
+        base_width = first.conv1.out_channels if blocks[0] == "bottleneck" else 64
+        self.features = Features(
+            resnet_taps(self.channels, self.strides, [len(s) for s in stages], blocks[0]),
+            base_width=base_width,
+            source=f"teacher {self.name}",
+        )
 
     def _create(self, pretrained: bool, **extra) -> nn.Module:
         return timm.create_model(

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adlab.models.features import Features, Tap
 from adlab.models.teachers.cross_scan import cross_merge, cross_scan
 from adlab.models.teachers.selective_scan import selective_scan, selective_scan_ref
 from adlab.models.teachers.vmamba_weights import CLASSIFIER_PREFIXES, resolve, to_v0_names
@@ -207,6 +208,10 @@ class VMambaEncoder(nn.Module):
         )
         self.channels = [min(2 * d, dims[-1]) for d in dims]
         self.strides = [cfg.patch_size * 2 ** min(i + 1, n - 1) for i in range(n)]
+        self.features = Features(
+            tuple(Tap(c, s) for c, s in zip(self.channels, self.strides)),
+            source=f"teacher VMamba {variant}",
+        )
         self._init_weights()
         state, self.weights_source = resolve(weights)
         if state is not None:

@@ -1,0 +1,342 @@
+"""One pipeline for every entry point: build data and method from a config, fit, test, write.
+
+`adlab.run`, `adlab.evaluate`, `adlab.load_model` and the tests go through these functions, so a
+method composes, trains and is evaluated the same way everywhere. This module (with the entry
+points) is the only place that instantiates Hydra configs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from adlab.callbacks.results import git_revision, peak_memory, write_json
+from adlab.callbacks.timing import PhaseTimer
+from adlab.callbacks.visualize import write_overlays
+from adlab.data import AnomalyDataModule
+from adlab.data.batch import BATCH_KEY_SOURCES
+from adlab.methods.base import DistillationMethod, with_model_prefix
+from adlab.models.features import CompositionError
+from adlab.tracking import finish_wandb, make_loggers
+
+log = logging.getLogger("adlab")
+
+# The config groups that define a trained model (taken from a checkpoint, never re-chosen).
+MODEL_GROUPS = ("method", "teacher", "fusion", "student")
+MODEL_KEYS = (*MODEL_GROUPS, "method_name", "image_size")
+TRANSFORM_KEYS = ("crop_size", "resample", "normalize")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+# --- building ---------------------------------------------------------------------------------
+def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
+    return AnomalyDataModule(
+        dataset=cfg.dataset,
+        sampler=cfg.sampler,
+        image_size=cfg.image_size,
+        crop_size=cfg.data.crop_size,
+        resample=cfg.data.resample,
+        normalize=cfg.data.normalize,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str]:
+    """The option chosen for each model group (Hydra's choice, else the class name)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:  # composed without @hydra.main (tests, load_model)
+        choices = {}
+    out = {}
+    for group in MODEL_GROUPS:
+        target = str(OmegaConf.select(cfg, f"{group}._target_", default="?"))
+        out[group] = str(choices.get(group) or target.rsplit(".", 1)[-1])
+    return out
+
+
+def build_method(cfg: DictConfig) -> DistillationMethod:
+    """Compose the method from its groups. Teacher, fusion and student configs are instantiated
+    here; the network completes fusion and student with the teacher's feature description."""
+    try:
+        method = instantiate(
+            cfg.method,
+            teacher=instantiate(cfg.teacher),
+            fusion=instantiate(cfg.fusion),
+            student=instantiate(cfg.student),
+            evaluation=cfg.eval,
+            _recursive_=False,
+            _convert_="all",
+        )
+    except CompositionError as err:
+        groups = ", ".join(f"{g}={c}" for g, c in group_choices(cfg).items())
+        raise ConfigError(f"these groups do not compose ({groups}): {err}") from err
+    check_input_size(cfg, method.input_divisor)
+    method.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return method
+
+
+def check_input_size(cfg: DictConfig, divisor: int) -> None:
+    size = cfg.data.crop_size or cfg.image_size
+    nearest = max(divisor, size // divisor * divisor)
+    if size % divisor:
+        key = "data.crop_size" if cfg.data.crop_size else "image_size"
+        raise ConfigError(
+            f"{key}={size} is not divisible by {divisor}, the total stride of this teacher and "
+            f"bottleneck; use a multiple of {divisor} such as {nearest}."
+        )
+
+
+def check_batch_keys(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
+    """Fail before training when the data does not provide what the method trains on."""
+    missing = [k for k in method.required_batch_keys if k not in datamodule.batch_keys("train")]
+    if missing:
+        hints = "; ".join(f"{k}: {BATCH_KEY_SOURCES.get(k, 'no data component adds it')}"
+                          for k in missing)  # fmt: skip
+        raise ConfigError(
+            f"{type(method).__name__} trains on batch keys {missing} that this data does not "
+            f"provide ({hints})"
+        )
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict:
+    """Trainer arguments from the trainer group (null values are left to Lightning)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if v is not None}
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+def no_downloads(config: Any) -> Any:
+    """A teacher config that builds without fetching weights (they come from a checkpoint):
+    every `pretrained` becomes false and every VMamba `weights` null, at any depth."""
+    if isinstance(config, Mapping):
+        out = {k: no_downloads(v) for k, v in config.items()}
+        if "pretrained" in out:
+            out["pretrained"] = False
+        if "weights" in out and "VMamba" in str(out.get("_target_", "")):
+            out["weights"] = None
+        return out
+    if isinstance(config, list):
+        return [no_downloads(v) for v in config]
+    return config
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"ckpt={path}: no such file. Pass a last.ckpt from a run's checkpoints/.")
+    ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    if not ckpt.get("adlab_config"):
+        raise ConfigError(f"ckpt={path} was not written by adlab.run (no adlab_config inside).")
+    return ckpt
+
+
+def model_config(cfg: DictConfig | Mapping, stored: Mapping) -> DictConfig:
+    """The config with the model-defining keys replaced by those stored in a checkpoint."""
+    merged = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    merged = dict(merged)
+    for key in MODEL_KEYS:
+        merged[key] = stored[key]
+    merged["data"] = {**merged.get("data", {}), **{k: stored["data"][k] for k in TRANSFORM_KEYS}}
+    merged["teacher"] = no_downloads(merged["teacher"])  # weights come from the checkpoint
+    return OmegaConf.create(merged)
+
+
+def method_from_checkpoint(ckpt: Mapping, cfg: DictConfig | None = None) -> DistillationMethod:
+    """Rebuild the method stored in a checkpoint (its own config unless `cfg` is given) and load
+    its weights strictly."""
+    stored = ckpt["adlab_config"]
+    method = build_method(model_config(cfg if cfg is not None else stored, stored))
+    method.load_state_dict(with_model_prefix(ckpt["state_dict"]), strict=True)
+    return method
+
+
+# --- phases -------------------------------------------------------------------------------------
+def checkpoint_callback(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpoint:
+    """last.ckpt always; with select=best_val also best.ckpt by validation AUROC (a split with
+    anomalies, e.g. BMAD's) or by validation loss (a normal-only split from val_fraction)."""
+    if cfg.select == "best_val":
+        if not valid["normal"] + valid["anomalous"]:
+            raise ConfigError(
+                "select=best_val needs a validation split: this dataset has none. Set "
+                "dataset.val_fraction (e.g. 0.1) or use select=last."
+            )
+        both = valid["normal"] and valid["anomalous"]
+        monitor, mode = ("val/image_auroc", "max") if both else ("val/loss", "min")
+        return ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=1,
+            monitor=monitor,
+            mode=mode,
+            filename="best",
+        )
+    if cfg.select != "last":
+        raise ConfigError(f"select must be 'last' or 'best_val', got {cfg.select!r}")
+    return ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+
+
+def prepare_references(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
+    """Hand a few-shot method its reference images before testing (computed on its device in
+    on_test_start); a checkpoint's stored references are used when the data gives none."""
+    if not method.references_needed:
+        return
+    images = datamodule.reference_images()
+    if images is None and not method.model.has_references():
+        raise ConfigError(
+            f"{type(method).__name__} scores against reference images, but sampler="
+            f"{datamodule.sampler.get('name')} gives none: use sampler=kshot"
+        )
+    method.reference_images = images
+
+
+def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
+    """One job: train, test and write results.json, overlays and the PRO curve to run_dir."""
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    method = build_method(cfg)
+    check_batch_keys(method, datamodule)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    provenance = {
+        "git": git_revision(),
+        "weights": method.weights_sources(),
+        "dataset": dataset_provenance(datamodule),
+    }
+    loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
+    train_loader = datamodule.train_dataloader()
+    ckpt = checkpoint_callback(cfg, run_dir, datamodule.summary()["valid"])
+    timer = PhaseTimer()
+    trainer = pl.Trainer(
+        **{**trainer_kwargs(cfg), **method.trainer_arguments(len(train_loader))},
+        logger=loggers,
+        callbacks=[ckpt, timer],
+        default_root_dir=str(run_dir),
+    )
+    try:
+        trainer.fit(
+            method,
+            train_dataloaders=train_loader,
+            val_dataloaders=datamodule.val_dataloader(),
+            ckpt_path=cfg.ckpt_path,
+        )
+        tested = ckpt.best_model_path if cfg.select == "best_val" else None
+        prepare_references(method, datamodule)
+        trainer.test(
+            method, dataloaders=datamodule.test_dataloader(), ckpt_path=tested, verbose=False
+        )
+        results = write_outputs(
+            cfg,
+            run_dir,
+            method,
+            loggers,
+            timer,
+            provenance,
+            config,
+            started,
+            overrides=overrides or [],
+            selected=tested or "last",
+            epochs=trainer.current_epoch,
+            checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
+        )
+    finally:
+        finish_wandb(loggers)
+    return results
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None):
+    """Test a trained checkpoint on the configured dataset, without training."""
+    started = time.perf_counter()
+    ckpt = load_checkpoint(cfg.ckpt)
+    cfg = model_config(cfg, ckpt["adlab_config"])
+    pl.seed_everything(cfg.seed)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    method = method_from_checkpoint(ckpt, cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    provenance = {
+        "git": git_revision(),
+        "checkpoint": str(Path(cfg.ckpt).resolve()),
+        "dataset": dataset_provenance(datamodule),
+    }
+    loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
+    timer = PhaseTimer()
+    args = trainer_kwargs(cfg)
+    args.pop("max_epochs", None)
+    trainer = pl.Trainer(**args, logger=loggers, callbacks=[timer], default_root_dir=str(run_dir))
+    try:
+        prepare_references(method, datamodule)
+        trainer.test(method, dataloaders=datamodule.test_dataloader(), verbose=False)
+        results = write_outputs(
+            cfg, run_dir, method, loggers, timer, provenance, config, started,
+            overrides=overrides or [],
+        )  # fmt: skip
+    finally:
+        finish_wandb(loggers)
+    return results
+
+
+# --- outputs ------------------------------------------------------------------------------------
+def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, started, **extra):
+    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase."""
+    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
+    for lg in loggers:
+        if hasattr(lg, "log_image") and overlays:
+            lg.log_image(
+                key="test/anomaly_maps",
+                images=[str(p) for p, _ in overlays],
+                caption=[c for _, c in overlays],
+            )
+    if method.evaluator is not None and "aupro" in method.test_results:
+        method.evaluator.save_pro_curve(run_dir)
+    results = {
+        "method": cfg.method_name,
+        "run_name": cfg.run_name,
+        "run_dir": str(run_dir),
+        "metrics": method.test_results,
+        "metrics_per_category": method.test_results_by_category,  # {} for a single class
+        **extra,
+        "provenance": provenance,
+        "timings": {**timer.summary(), "wall_s": time.perf_counter() - started},
+        "memory": peak_memory(),
+        "config": config,
+    }
+    write_json(run_dir / "results.json", results)
+    print_summary(results)
+    return results
+
+
+def dataset_provenance(datamodule) -> dict:
+    return {
+        "root": str(datamodule.root),
+        "fingerprint": datamodule.fingerprint,
+        "summary": datamodule.summary(),
+        "skipped": list(datamodule.skipped),
+    }
+
+
+def print_summary(results: dict) -> None:
+    def line(metrics: dict) -> str:
+        return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+    print(f"\n[adlab] {results['method']}: {line(results['metrics'])}")
+    for category, values in results["metrics_per_category"].items():
+        print(f"[adlab]   {category}: {line(values)}")
+    print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")
