@@ -88,14 +88,23 @@ def visa_tree(root: Path) -> dict:
     return {"train": 2, "test_normal": 1, "test_anomalous": 2}
 
 
-def bmad_tree(root: Path, resc: bool = False, masks: bool = True, img_sub: bool = True) -> dict:
-    """BMAD layout (Brain/Liver style, or RESC's variant)."""
+def bmad_tree(
+    root: Path,
+    resc: bool = False,
+    masks: bool = True,
+    img_sub: bool = True,
+    val: str = "valid",
+    bad: str = "Ungood",
+    mask_dir: str = "anomaly_mask",
+) -> dict:
+    """BMAD layout (Brain/OCT2017/RSNA style with `val` = valid or val, the anomalib repack with
+    anomaly_mask/, MVFA's copies with ungood/label, or RESC's variant)."""
 
     def split_dir(split: str) -> Path:
         if resc:
             top = {"train": "Train", "valid": "Val", "test": "Test"}[split]
             return root / top / {"train": "train", "valid": "val", "test": "test"}[split]
-        return root / split
+        return root / {"train": "train", "valid": val, "test": "test"}[split]
 
     def images(folder: Path) -> Path:
         return folder / "img" if img_sub else folder
@@ -107,15 +116,101 @@ def bmad_tree(root: Path, resc: bool = False, masks: bool = True, img_sub: bool 
         for i in range(n_good):
             write_png(images(split_dir(split) / "good") / f"g{i}.png")
         for i in range(n_bad):
-            write_png(images(split_dir(split) / "Ungood") / f"b{i}.png")
+            write_png(images(split_dir(split) / bad) / f"b{i}.png")
             if masks:
                 if resc:
                     short = {"valid": "val", "test": "test"}[split]
-                    mask_dir = split_dir(split).parent / f"{short}_label" / "Ungood"
+                    folder = split_dir(split).parent / f"{short}_label" / bad
                 else:
-                    mask_dir = split_dir(split) / "Ungood" / "anomaly_mask"
-                write_mask(mask_dir / f"b{i}.png")
+                    folder = split_dir(split) / bad / mask_dir
+                write_mask(folder / f"b{i}.png")
     return {"train": 3, "valid": (1, 2), "test": (2, 3)}
+
+
+def bmad_liver_release_tree(root: Path) -> dict:
+    """BMAD's Liver release under Liver/Train/hist_DIY: train/good, {valid,test}/img/{good,Ungood}
+    and masks with the same file names in {valid,test}/label/Ungood. Returns the hist_DIY root."""
+    base = root / "Liver" / "Train" / "hist_DIY"
+    for i in range(3):
+        write_png(base / "train" / "good" / f"{i}.png")
+    for split, (n_good, n_bad) in {"valid": (1, 2), "test": (2, 3)}.items():
+        for i in range(n_good):
+            write_png(base / split / "img" / "good" / f"g{i}.png")
+        for i in range(n_bad):
+            write_png(base / split / "img" / "Ungood" / f"b{i}.png")
+            write_mask(base / split / "label" / "Ungood" / f"b{i}.png")
+    return {"root": base, "train": 3, "valid": (1, 2), "test": (2, 3)}
+
+
+def chexpert_tree(root: Path) -> dict:
+    """SQUID's CheXpert copy: train_256_pa/normal_256, val_256_pa and our_test_256_pa with
+    normal_256 and abnormal_256."""
+    parts = (
+        ("train_256_pa/normal_256", 3),
+        ("val_256_pa/normal_256", 2),
+        ("val_256_pa/abnormal_256", 1),
+        ("our_test_256_pa/normal_256", 2),
+        ("our_test_256_pa/abnormal_256", 3),
+    )
+    for folder, n in parts:
+        for i in range(n):
+            write_jpeg(root / folder / f"patient{i:05d}_view1_frontal.jpg")
+    return {"train": 3, "valid": (2, 1), "test": (2, 3)}
+
+
+def brats2021_tree(root: Path) -> dict:
+    """MedIAnomaly's BraTS2021: flat train/, test/{normal,tumor}, masks in test/annotation named by
+    replacing flair with seg in the image name."""
+    for i in range(3):
+        write_png(root / "train" / f"BraTS2021_0000{i}_flair_60.png")
+    for i in range(2):
+        write_png(root / "test" / "normal" / f"BraTS2021_0100{i}_flair_20.png")
+    for i in range(3):
+        write_png(root / "test" / "tumor" / f"BraTS2021_0200{i}_flair_80.png")
+        write_mask(root / "test" / "annotation" / f"BraTS2021_0200{i}_seg_80.png")
+    return {"train": 3, "test_normal": 2, "test_anomalous": 3}
+
+
+ISIC_HEADER = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"
+
+
+def isic2018_tree(root: Path) -> dict:
+    """ISIC 2018 Task 3 as MedIAnomaly ships it: the official Input folders (with their licence
+    files) and one-hot ground-truth CSVs. Training: 4 NV + 2 other; test: 2 NV + 3 other."""
+    one_hot = {"MEL": 0, "NV": 1, "BCC": 2, "AKIEC": 3, "BKL": 4, "DF": 5, "VASC": 6}
+    parts = {
+        "Training": ["NV", "MEL", "NV", "NV", "BCC", "NV"],
+        "Test": ["NV", "DF", "VASC", "NV", "MEL"],
+    }
+    ids = {}
+    for part, classes in parts.items():
+        rows = [ISIC_HEADER]
+        ids[part] = []
+        for i, cls in enumerate(classes):
+            image = f"ISIC_{(100 if part == 'Test' else 0) + i:07d}"
+            write_jpeg(root / f"ISIC2018_Task3_{part}_Input" / f"{image}.jpg")
+            values = ["0.0"] * 7
+            values[one_hot[cls]] = "1.0"
+            rows.append(",".join([image, *values]))
+            ids[part].append((image, cls))
+        (root / f"ISIC2018_Task3_{part}_Input" / "LICENSE.txt").write_text("CC-BY-NC\n")
+        truth = root / f"ISIC2018_Task3_{part}_GroundTruth"
+        truth.mkdir(parents=True)
+        (truth / f"ISIC2018_Task3_{part}_GroundTruth.csv").write_text("\n".join(rows) + "\n")
+    return {"train": 4, "test_normal": 2, "test_anomalous": 3, "ids": ids}
+
+
+def visa_pytorch_tree(root: Path, category: str = "candle") -> dict:
+    """anomalib's VisA repack visa_pytorch/<cat>/{train/good, test/{good,bad}, ground_truth/bad}:
+    JPEG images, PNG masks with the image's stem."""
+    base = root / "visa_pytorch" / category
+    for i in range(3):
+        write_jpeg(base / "train" / "good" / f"{i:04d}.JPG")
+    write_jpeg(base / "test" / "good" / "0900.JPG")
+    for i in range(2):
+        write_jpeg(base / "test" / "bad" / f"{i:03d}.JPG")
+        write_mask(base / "ground_truth" / "bad" / f"{i:03d}.png")
+    return {"root": root / "visa_pytorch", "train": 3, "test_normal": 1, "test_anomalous": 2}
 
 
 def medianomaly_tree(root: Path) -> dict:

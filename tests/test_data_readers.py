@@ -12,11 +12,16 @@ from omegaconf import OmegaConf
 from adlab.data import AnomalyDataModule, DatasetError
 from adlab.data.readers import READERS, get_reader
 from tests.data_trees import (
+    bmad_liver_release_tree,
     bmad_tree,
+    brats2021_tree,
+    chexpert_tree,
     goodbad_tree,
+    isic2018_tree,
     medianomaly_tree,
     meta_json_tree,
     mvtec_tree,
+    visa_pytorch_tree,
     visa_tree,
     write_mask,
     write_png,
@@ -146,6 +151,58 @@ def test_bmad_uses_its_own_validation_split(tmp_path, resc, img_sub):
             "bmad_resc", tmp_path, val_fraction=0.2)  # fmt: skip
 
 
+@pytest.mark.parametrize("name", ["bmad_oct2017", "bmad_rsna", "bmad_camelyon16"])
+@pytest.mark.parametrize("val", ["val", "valid"])
+def test_bmad_val_or_valid_folder(tmp_path, name, val):
+    bmad_tree(tmp_path, masks=False, img_sub=False, val=val)
+    dm = read(name, tmp_path)
+    assert counts(dm) == (3, 2, 3, 0)
+    assert dm.summary()["valid"] == {"normal": 1, "anomalous": 2}
+    assert {Path(s.path).parts[-3] for s in dm.splits["valid"]} == {val}
+
+
+def test_bmad_missing_validation_split_is_an_error(tmp_path):
+    bmad_tree(tmp_path, masks=False, val="val")
+    shutil.rmtree(tmp_path / "val")
+    with pytest.raises(
+        DatasetError, match=r"validation split: expected .*/valid or .*/val "
+    ) as err:
+        read("bmad_rsna", tmp_path)
+    assert "dataset.require_valid=false" in str(err.value)
+    dm = read("bmad_rsna", tmp_path, require_valid=False, val_fraction=0.34)
+    assert dm.summary()["valid"] == {"normal": 1, "anomalous": 0}  # carved from the 3 normals
+    assert counts(dm) == (2, 2, 3, 0)
+
+
+def test_bmad_liver_release_layout(tmp_path):
+    n = bmad_liver_release_tree(tmp_path)
+    dm = read("bmad_liver", n["root"])
+    assert counts(dm) == (3, 2, 3, 3 + 2)  # masks of the test and the validation anomalies
+    assert dm.summary()["valid"] == {"normal": 1, "anomalous": 2}
+    for sample in dm.splits["valid"] + dm.splits["test"]:
+        assert (sample.mask is not None) == (sample.label == 1)
+        if sample.mask:
+            mask, image = Path(sample.mask), Path(sample.path)
+            assert mask.name == image.name and mask.parent.parts[-2:] == ("label", "Ungood")
+            assert image.parts[-3:-1] == ("img", "Ungood")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["mask"].shape == (5, 1, 16, 16) and int(batch["mask"].sum()) == 3 * 16
+    for above in ("Liver", "Liver/Train"):
+        with pytest.raises(DatasetError, match=r"dataset.root=.*Liver/Train/hist_DIY \("):
+            read("bmad_liver", tmp_path / above)
+    (n["root"] / "test/label/Ungood/b2.png").unlink()
+    with pytest.raises(DatasetError, match=r"b2.png: anomalous image without a mask"):
+        read("bmad_liver", n["root"])
+
+
+def test_bmad_liver_anomalib_repack_and_mvfa_copy(tmp_path):
+    bmad_tree(tmp_path / "repack")  # train/good/img, Ungood/img + Ungood/anomaly_mask
+    assert counts(read("bmad_liver", tmp_path / "repack")) == (3, 2, 3, 5)
+    bmad_tree(tmp_path / "mvfa", bad="ungood", mask_dir="label")
+    dm = read("bmad_liver", tmp_path / "mvfa")
+    assert counts(dm) == (3, 2, 3, 5) and dm.summary()["valid"] == {"normal": 1, "anomalous": 2}
+
+
 def test_bmad_image_level_sets_and_missing_masks(tmp_path):
     bmad_tree(tmp_path / "oct", masks=False)
     dm = read("bmad_oct2017", tmp_path / "oct")
@@ -154,15 +211,16 @@ def test_bmad_image_level_sets_and_missing_masks(tmp_path):
         read("bmad_liver", tmp_path / "oct")
 
 
-def test_medianomaly_data_json(tmp_path):
+@pytest.mark.parametrize("name", ["medianomaly_rsna", "medianomaly_vincxr"])
+def test_medianomaly_data_json(tmp_path, name):
     n = medianomaly_tree(tmp_path)
-    dm = read("medianomaly_isic2018", tmp_path)
-    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 0)
+    dm = read(name, tmp_path)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 0) == (3, 2, 2, 0)
     listing = json.loads((tmp_path / "data.json").read_text())
     listing["test"]["1"].append("missing.png")
     (tmp_path / "data.json").write_text(json.dumps(listing))
     with pytest.raises(DatasetError, match="lists missing.png"):
-        read("medianomaly_isic2018", tmp_path)
+        read(name, tmp_path)
 
 
 @pytest.mark.parametrize("name", ["d24fad_his", "d24fad_braintumor", "headct", "brainmri"])
@@ -175,7 +233,7 @@ def test_good_bad_layouts_with_bmp_and_tiff(tmp_path, name):
         read(name, tmp_path)
 
 
-def test_zhanglab_and_chexpert_folders(tmp_path):
+def test_zhanglab_folders_and_missing_val(tmp_path):
     for split in ("train", "val", "test"):
         for cls, n in (("normal_256", 3), ("pneumonia_256", 2)):
             for i in range(n):
@@ -183,6 +241,23 @@ def test_zhanglab_and_chexpert_folders(tmp_path):
     dm = read("zhanglab", tmp_path)
     assert counts(dm) == (3, 3, 2, 0)  # training pneumonia images are never used
     assert dm.summary()["valid"] == {"normal": 3, "anomalous": 2}
+    shutil.rmtree(tmp_path / "val")
+    with pytest.raises(DatasetError, match=r"validation folder .*val/normal_256 .*require_valid"):
+        read("zhanglab", tmp_path)
+
+
+def test_chexpert_squid_copy_with_validation_split(tmp_path):
+    n = chexpert_tree(tmp_path)
+    dm = read("chexpert", tmp_path)
+    assert counts(dm) == (n["train"], *n["test"], 0) == (3, 2, 3, 0)
+    assert dm.summary()["valid"] == {"normal": 2, "anomalous": 1}
+    assert {Path(s.path).parent.name for s in dm.splits["test"] if s.label} == {"abnormal_256"}
+    assert all("our_test_256_pa" in s.path for s in dm.splits["test"])
+    shutil.rmtree(tmp_path / "val_256_pa")
+    with pytest.raises(DatasetError, match=r"validation folder .*val_256_pa/normal_256"):
+        read("chexpert", tmp_path)
+    dm = read("chexpert", tmp_path, require_valid=False)
+    assert counts(dm) == (3, 2, 3, 0) and dm.summary()["valid"] == {"normal": 0, "anomalous": 0}
 
 
 def test_folder_like_anomalib(tmp_path):
@@ -217,3 +292,98 @@ def test_kshot_on_a_reader(tmp_path):
     dm.setup()
     assert dm.summary()["train"] == {"normal": 2}
     assert dm.summary()["test"] == {"normal": 2, "anomalous": 2}
+
+
+def test_medianomaly_camelyon16_folders(tmp_path):
+    for folder, n in (("train/good", 3), ("test/good", 2), ("test/Ungood", 4)):
+        for i in range(n):
+            write_png(tmp_path / folder / f"{i}.png", mode="RGB")
+    dm = read("medianomaly_camelyon16", tmp_path)
+    assert counts(dm) == (3, 2, 4, 0) and dm.summary()["valid"]["normal"] == 0
+
+
+def test_medianomaly_brats2021_mask_name_rule(tmp_path):
+    n = brats2021_tree(tmp_path)
+    dm = read("medianomaly_brats2021", tmp_path)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 3) == (3, 2, 3, 3)
+    for sample in dm.splits["test"]:
+        if sample.label:
+            assert Path(sample.mask).name == Path(sample.path).name.replace("flair", "seg")
+            assert Path(sample.mask).parent.name == "annotation"
+        else:
+            assert sample.mask is None
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["mask"].shape == (5, 1, 16, 16) and int(batch["mask"].sum()) == 3 * 16
+    (tmp_path / "test/annotation/BraTS2021_02001_seg_80.png").unlink()
+    with pytest.raises(
+        DatasetError, match=r"expected BraTS2021_02001_seg_80.png or .*mask_replace"
+    ):
+        read("medianomaly_brats2021", tmp_path)
+    with pytest.raises(DatasetError, match=r"mask_replace=.* must map substrings"):
+        read("medianomaly_brats2021", tmp_path, mask_replace=["flair", "seg"])
+
+
+def test_folder_reader_takes_the_mask_name_rule(tmp_path):
+    for i in range(4):
+        write_png(tmp_path / "good" / f"{i}.png")
+    write_png(tmp_path / "bad" / "case1_img.png")
+    write_mask(tmp_path / "gt" / "case1_gt.png")
+    dm = read(
+        "folder", tmp_path, mask_dir="gt", mask_replace={"_img": "_gt"}, normal_split_ratio=0.25
+    )
+    assert counts(dm) == (3, 1, 1, 1)
+    assert Path(dm.splits["test"][0].mask).name == "case1_gt.png"
+
+
+def test_isic2018_labels_from_the_task3_csvs(tmp_path):
+    n = isic2018_tree(tmp_path)
+    dm = read("medianomaly_isic2018", tmp_path)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 0) == (4, 2, 3, 0)
+    train = {Path(s.path).stem for s in dm.splits["train"]}
+    assert train == {"ISIC_0000000", "ISIC_0000002", "ISIC_0000003", "ISIC_0000005"}  # NV only
+    labels = {Path(s.path).stem: s.label for s in dm.splits["test"]}
+    assert labels == {
+        "ISIC_0000100": 0, "ISIC_0000101": 1, "ISIC_0000102": 1, "ISIC_0000103": 0,
+        "ISIC_0000104": 1,
+    }  # fmt: skip
+    csv_file = tmp_path / "ISIC2018_Task3_Test_GroundTruth/ISIC2018_Task3_Test_GroundTruth.csv"
+    (tmp_path / "ISIC2018_Task3_Test_Input/ISIC_0000104.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"GroundTruth.csv:6: lists ISIC_0000104, but"):
+        read("medianomaly_isic2018", tmp_path)
+    csv_file.write_text("image,MEL,NV\nISIC_0000100,0.0,0.5\n")
+    with pytest.raises(DatasetError, match=r"GroundTruth.csv:2: NV=0.5 is not 0 or 1"):
+        read("medianomaly_isic2018", tmp_path)
+    csv_file.write_text("image,MEL\n")
+    with pytest.raises(DatasetError, match=r"missing columns \['NV'\]"):
+        read("medianomaly_isic2018", tmp_path)
+
+
+def test_mvtec2_private_test_and_missing_validation(tmp_path):
+    base = tmp_path / "can"
+    write_png(base / "train/good/0.png")
+    write_png(base / "test_public/good/0.png")
+    write_png(base / "test_private/000.png")
+    with pytest.raises(DatasetError, match="test_private.*without labels.*test_split=test_public"):
+        read("mvtec2", tmp_path, test_split="test_private")
+    with pytest.raises(DatasetError, match=r"validation folder .*can/validation/good"):
+        read("mvtec2", tmp_path)
+    assert counts(read("mvtec2", tmp_path, require_valid=False)) == (1, 1, 0, 0)
+
+
+def test_anomalib_visa_pytorch_repack_reads_as_mvtec(tmp_path):
+    n = visa_pytorch_tree(tmp_path)
+    dm = read("mvtec", n["root"], category="candle", strict_categories=False)
+    assert counts(dm) == (n["train"], n["test_normal"], n["test_anomalous"], 2) == (3, 1, 2, 2)
+    for sample in dm.splits["test"]:
+        if sample.label:
+            assert Path(sample.mask).name == Path(sample.path).stem + ".png"
+
+
+def test_d24fad_official_support_folder_through_train_normal(tmp_path):
+    goodbad_tree(tmp_path / "data/LAG")
+    support = tmp_path / "med-kshot/LAG/train/shot2/good2"
+    for i in range(2):
+        write_png(support / f"s{i}.png")
+    dm = read("d24fad_lag", tmp_path / "data/LAG", train_normal=str(support))
+    assert counts(dm) == (2, 2, 2, 0)
+    assert {Path(s.path).parent for s in dm.splits["train"]} == {support}

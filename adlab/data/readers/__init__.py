@@ -13,6 +13,7 @@ from typing import Any
 from adlab.data.readers.bmad import read_bmad
 from adlab.data.readers.elpv import read_elpv
 from adlab.data.readers.folders import read_dirs, read_folder
+from adlab.data.readers.isic import read_isic2018
 from adlab.data.readers.medianomaly import read_medianomaly
 from adlab.data.readers.mvtec import read_btad, read_category, read_mpdd, read_mvtec, read_mvtec2
 from adlab.data.readers.unimedical import read_meta_json
@@ -36,6 +37,7 @@ READERS: dict[str, Reader] = {
     "visa": read_visa,
     "bmad": read_bmad,
     "medianomaly": read_medianomaly,
+    "isic2018": read_isic2018,
     "dirs": read_dirs,
     "folder": read_folder,
     "meta_json": read_meta_json,

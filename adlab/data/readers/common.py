@@ -1,4 +1,5 @@
-"""Helpers every reader shares: checked folders, sorted image listings, mask lookup by stem."""
+"""Helpers every reader shares: checked folders, sorted image listings, mask lookup by stem (with
+an optional name rule), and the switch for a missing documented validation split."""
 
 from __future__ import annotations
 
@@ -43,6 +44,34 @@ def mask_index(folder: Path) -> dict[str, Path]:
         if stem.endswith("_mask"):
             index[stem[: -len("_mask")]] = path
     return index
+
+
+def mask_rule(config: Mapping[str, Any]) -> dict[str, str]:
+    """dataset.mask_replace: {old: new} substrings replaced in an image's name to get its mask's
+    name (MedIAnomaly BraTS2021: {flair: seg}); empty when unset."""
+    rule = config.get("mask_replace") or {}
+    if not isinstance(rule, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in rule.items()
+    ):
+        raise DatasetError(
+            f"dataset.mask_replace={rule!r} must map substrings of image names to their "
+            "replacement in the mask name, e.g. dataset.mask_replace={flair: seg}."
+        )
+    return dict(rule)
+
+
+def mask_key(image: Path, rule: Mapping[str, str]) -> str:
+    """The stem to look up in mask_index: the image's stem with the mask_replace rule applied."""
+    stem = image.stem
+    for old, new in rule.items():
+        stem = stem.replace(old, new)
+    return stem
+
+
+def require_valid(config: Mapping[str, Any]) -> bool:
+    """Whether a missing documented validation split is an error (dataset.require_valid, default
+    true): without it select=best_val would silently have nothing to select on."""
+    return bool(config.get("require_valid", True))
 
 
 def categories(config: Mapping[str, Any], known: tuple[str, ...] | None, key: str) -> list[str]:

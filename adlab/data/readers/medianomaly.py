@@ -1,5 +1,8 @@
-"""The MedIAnomaly benchmark layout: <root>/images/ and <root>/data.json listing file names as
-{"train": {"0": [...]}, "test": {"0": [normal...], "1": [abnormal...]}} (image labels only)."""
+"""The MedIAnomaly benchmark layout of RSNA, VinCXR, BrainTumor and LAG: <root>/images/ and
+<root>/data.json listing file names as {"train": {"0": [...]}, "test": {"0": [normal...],
+"1": [abnormal...]}} (image labels only). Its other sets have no data.json: Camelyon16 and
+BraTS2021 are class folders (reader `dirs`), ISIC2018 the official Task 3 folders and CSVs (reader
+`isic2018`)."""
 
 from __future__ import annotations
 

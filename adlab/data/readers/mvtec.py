@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adlab.data.readers.common import categories, list_images, mask_index, require_dir
+from adlab.data.readers.common import (
+    categories,
+    list_images,
+    mask_index,
+    require_dir,
+    require_valid,
+)
 from adlab.data.records import DatasetError, Sample
 
 MVTEC_CATEGORIES = (
@@ -87,10 +93,19 @@ def read_btad(root: Path, config: Mapping[str, Any]) -> list[Sample]:
 
 
 def read_mvtec2(root: Path, config: Mapping[str, Any]) -> list[Sample]:
+    """MVTec AD 2 with test_public (the only split with public ground truth) and validation/good,
+    which every category ships (a missing one is an error unless dataset.require_valid=false)."""
+    test = str(config.get("test_split", "test_public"))
+    if test.startswith("test_private"):
+        raise DatasetError(
+            f"dataset.test_split={test}: MVTec AD 2's private test sets (test_private, "
+            "test_private_mixed) ship without labels or masks (they are scored by MVTec's "
+            "evaluation server), so adlab cannot compute metrics on them; use "
+            "dataset.test_split=test_public."
+        )
     out: list[Sample] = []
     for category in categories(config, MVTEC2_CATEGORIES, "mvtec2"):
         base = root / category
-        test = str(config.get("test_split", "test_public"))
         samples = read_category(
             base, category, test=test, ground_truth=base / test / "ground_truth",
             layout=MVTEC2_LAYOUT,
@@ -98,5 +113,11 @@ def read_mvtec2(root: Path, config: Mapping[str, Any]) -> list[Sample]:
         valid_dir = base / "validation" / "good"
         if valid_dir.is_dir():
             samples += [Sample(str(p), 0, "valid", category) for p in list_images(valid_dir)]
+        elif require_valid(config):
+            raise DatasetError(
+                f"missing validation folder {valid_dir}: every MVTec AD 2 category ships one; "
+                "restore it from the download, or set dataset.require_valid=false to run "
+                "without it."
+            )
         out += samples
     return out

@@ -1,6 +1,7 @@
 """Uni-Medical (PDD's multi-class benchmark: brain, liver, retinal) and any set indexed by a
-meta.json in the UniAD/ADer format: {"train"|"test": {class: [{"img_path", "mask_path",
-"cls_name", "specie_name", "anomaly"}, ...]}} with paths relative to the root."""
+meta.json in ADer's format: {"train"|"test": {class: [{"img_path", "mask_path", "cls_name",
+"specie_name", "anomaly"}, ...]}} with paths relative to the root. ADer's
+data/gen_benchmark/medical.py writes it for an archive that lacks it."""
 
 from __future__ import annotations
 
