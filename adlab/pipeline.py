@@ -63,7 +63,7 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
 
         choices = dict(HydraConfig.get().runtime.choices)
     except ValueError:  # composed without @hydra.main (tests, load_model)
-        choices = {}
+        choices = dict(OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {})
     out = {}
     for group in MODEL_GROUPS:
         target = str(OmegaConf.select(cfg, f"{group}._target_", default="?"))
@@ -84,12 +84,24 @@ def build_method(cfg: DictConfig) -> DistillationMethod:
             _recursive_=False,
             _convert_="all",
         )
-    except CompositionError as err:
+    except Exception as err:  # Hydra wraps what the constructors raise
+        cause = composition_cause(err)
+        if cause is None:
+            raise
         groups = ", ".join(f"{g}={c}" for g, c in group_choices(cfg).items())
-        raise ConfigError(f"these groups do not compose ({groups}): {err}") from err
+        raise ConfigError(f"these groups do not compose ({groups}): {cause}") from err
     check_input_size(cfg, method.input_divisor)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
     return method
+
+
+def composition_cause(err: BaseException | None) -> CompositionError | None:
+    """The CompositionError behind an instantiation error, if there is one."""
+    while err is not None:
+        if isinstance(err, CompositionError):
+            return err
+        err = err.__cause__
+    return None
 
 
 def check_input_size(cfg: DictConfig, divisor: int) -> None:
@@ -107,8 +119,9 @@ def check_batch_keys(method: DistillationMethod, datamodule: AnomalyDataModule) 
     """Fail before training when the data does not provide what the method trains on."""
     missing = [k for k in method.required_batch_keys if k not in datamodule.batch_keys("train")]
     if missing:
-        hints = "; ".join(f"{k}: {BATCH_KEY_SOURCES.get(k, 'no data component adds it')}"
-                          for k in missing)  # fmt: skip
+        hints = "; ".join(
+            f"{k}: {BATCH_KEY_SOURCES.get(k, 'no data component adds it')}" for k in missing
+        )
         raise ConfigError(
             f"{type(method).__name__} trains on batch keys {missing} that this data does not "
             f"provide ({hints})"
@@ -285,9 +298,16 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
         prepare_references(method, datamodule)
         trainer.test(method, dataloaders=datamodule.test_dataloader(), verbose=False)
         results = write_outputs(
-            cfg, run_dir, method, loggers, timer, provenance, config, started,
+            cfg,
+            run_dir,
+            method,
+            loggers,
+            timer,
+            provenance,
+            config,
+            started,
             overrides=overrides or [],
-        )  # fmt: skip
+        )
     finally:
         finish_wandb(loggers)
     return results

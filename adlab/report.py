@@ -7,8 +7,10 @@ Rows are methods, columns datasets (with the category when there is one); a cell
 seeds in percent, with the standard deviation when several seeds ran. A multi-class run (one model
 for several categories, e.g. Uni-Medical) gives one column per category, so the row mean is the
 mean over classes that multi-class tables report; --pooled shows its pooled metric instead.
-Failed jobs (no results.json) are listed so that a partial sweep is never mistaken for a complete
-one.
+Runs are grouped by every override except `seed` (and the row and column keys): a sweep over
+`sampler.shots=2,4,8` or `method.optimizer.lr=...` gives one row per value, labelled with the keys
+that differ, and the mean and std of a cell are over seeds only. Failed jobs (no results.json)
+are listed so that a partial sweep is never mistaken for a complete one.
 """
 
 from __future__ import annotations
@@ -25,13 +27,53 @@ from pathlib import Path
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
+# Overrides that never define a row: the seed (averaged over), the row and column keys
+# themselves, and settings that do not change the numbers (with everything under them).
+NOT_GROUPED = ("seed", "method", "dataset", "dataset.category", "trainer.enable_progress_bar")
+NOT_GROUPED_UNDER = ("hydra", "logger")
+
+
 def load_results(root: Path) -> tuple[list[dict], list[Path]]:
-    """All results.json under root, and the job dirs (with a .hydra folder) that have none."""
-    found = [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]
+    """All results.json under root, and the job dirs (with a .hydra folder) that have none.
+    Each result gets `overrides` (from results.json, else the job's .hydra/overrides.yaml)."""
+    found = []
+    for path in sorted(root.rglob("results.json")):
+        result = json.loads(path.read_text())
+        if "overrides" not in result:
+            result["overrides"] = read_overrides(path.parent / ".hydra" / "overrides.yaml")
+        found.append(result)
     missing = [
         d.parent for d in sorted(root.rglob(".hydra")) if not (d.parent / "results.json").exists()
     ]
     return found, missing
+
+
+def read_overrides(path: Path) -> list[str]:
+    """Hydra's overrides.yaml is a YAML list of `key=value` strings."""
+    if not path.is_file():
+        return []
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return [line[2:].strip().strip("'\"") for line in lines if line.startswith("- ")]
+
+
+def grouping_overrides(result: dict) -> dict[str, str]:
+    """The overrides of a run that define its group: every key=value but NOT_GROUPED ones."""
+    out = {}
+    for item in result.get("overrides") or []:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key not in NOT_GROUPED and key.split(".")[0] not in NOT_GROUPED_UNDER:
+            out[key] = value
+    return out
+
+
+def label_variants(results: list[dict]) -> None:
+    """Set `variant` on each result: the grouping overrides whose values differ across runs."""
+    groups = [grouping_overrides(r) for r in results]
+    keys = sorted({k for g in groups for k in g})
+    varying = [k for k in keys if len({g.get(k) for g in groups}) > 1]
+    for result, group in zip(results, groups):
+        parts = [f"{k}={group.get(k, 'default')}" for k in varying]
+        result["variant"] = ", ".join(parts)
 
 
 def dataset_label(result: dict) -> str:
@@ -45,7 +87,8 @@ def method_label(result: dict) -> str:
     """The method, with the teacher when it has a single named one (rd4ad (resnet18.tv_in1k))."""
     teacher = result.get("config", {}).get("teacher", {}).get("name")
     name = result.get("method") or "?"
-    return f"{name} ({teacher})" if teacher else name
+    label = f"{name} ({teacher})" if teacher else name
+    return f"{label} [{result['variant']}]" if result.get("variant") else label
 
 
 def values_of(result: dict, metric: str, pooled: bool = False) -> list[tuple[str, float | None]]:
@@ -138,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"error: no results.json under {args.root}", file=sys.stderr)
         return 1
+    label_variants(results)
     print(markdown(results, args.metrics, args.pooled))
     if missing:
         print(f"{len(missing)} job(s) without results.json (failed or running):")

@@ -276,3 +276,70 @@ def test_multi_class_run_reports_each_category_and_their_mean(tmp_path):
     )
     report = adlab("adlab.report", str(out), cwd=tmp_path)
     assert "| mvtec/bottle | mvtec/cable | mean |" in report.stdout
+
+
+def test_predict_writes_maps_and_scores_and_lists_unreadable_files(trained, tmp_path):
+    import numpy as np
+    import torch
+
+    from adlab.inference import load_model, preprocess
+
+    images = sorted((trained.parent / "data").rglob("test/*/*.png"))[:3]
+    assert len(images) == 3
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, src in enumerate(images):
+        (folder / f"img{i}.png").write_bytes(src.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    out = tmp_path / "out"
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    proc = adlab(
+        "adlab.predict", f"ckpt={ckpt}", f"input={folder}", f"output={out}", "batch_size=2",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # one unreadable file, the others processed
+    assert "broken.png" in proc.stderr
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [Path(r["path"]).name for r in rows] == ["img0.png", "img1.png", "img2.png"]
+    assert [r["path"] for r in csv.DictReader((out / "failed.csv").open())] == [
+        str(folder / "broken.png")
+    ]
+    assert len(list((out / "overlays").glob("*.png"))) == 3
+    # the same model loaded in this process, without Lightning or Hydra in the caller's code
+    network = load_model(ckpt)
+    with torch.no_grad():
+        maps, scores = network(preprocess(network, [folder / f"img{i}.png" for i in range(3)]))
+    for i, row in enumerate(rows):
+        assert float(row["score"]) == pytest.approx(float(scores[i]), abs=1e-5)
+        saved = np.load(out / "maps" / f"img{i}.npy")
+        assert saved.shape == (64, 64)
+        np.testing.assert_allclose(saved, maps[i].numpy(), atol=1e-6)
+
+
+def test_onnx_and_torchscript_exports_match_eager(trained, tmp_path):
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from adlab import load_model
+
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    adlab("adlab.export", f"ckpt={ckpt}", "format=onnx", f"output={tmp_path / 'm.onnx'}",
+          cwd=tmp_path)  # fmt: skip
+    adlab("adlab.export", f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'm.pt'}",
+          cwd=tmp_path)  # fmt: skip
+    network = load_model(ckpt)
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps, scores = network(images)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    onnx_maps, onnx_scores = session.run(None, {"images": images.numpy()})  # batch 3, exported 1
+    np.testing.assert_allclose(onnx_maps, maps.numpy(), atol=1e-4)
+    np.testing.assert_allclose(onnx_scores, scores.numpy(), atol=1e-4)
+    meta = {
+        p.key: p.value for p in __import__("onnx").load(str(tmp_path / "m.onnx")).metadata_props
+    }
+    assert json.loads(meta["adlab_preprocessing"])["image_size"] == 64
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    ts_maps, ts_scores = scripted(images)
+    torch.testing.assert_close(ts_maps, maps, atol=1e-5, rtol=0)

@@ -235,3 +235,17 @@ def test_run_entry_point_trains_pdd_and_reports_metrics(tmp_path):
     for key in ("image_auroc", "pixel_auroc", "aupro"):
         assert 0.0 <= results["metrics"][key] <= 1.0, results["metrics"]
     assert results["provenance"]["weights"] == {"teacher.cnn": "random", "teacher.vmamba": "random"}
+    # adlab.evaluate rebuilds PDD from the checkpoint (both teachers without downloads) and
+    # reproduces the test metrics
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "adlab.evaluate", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+         "dataset=synthetic", "dataset.n_train=16", "dataset.n_test_normal=8",
+         "dataset.n_test_anomalous=8", "data.eval_batch_size=16", "logger=none",
+         "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    again = json.loads((out / "results.json").read_text())["metrics"]
+    for key, value in results["metrics"].items():
+        assert again[key] == pytest.approx(value, abs=1e-6), key

@@ -92,6 +92,7 @@ def merged(derived: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, An
     return {**derived, **given}
 
 
-def resnet_taps(channels: Sequence[int], strides: Sequence[int], depths: Sequence[int],
-                block: str) -> tuple[Tap, ...]:  # fmt: skip
+def resnet_taps(
+    channels: Sequence[int], strides: Sequence[int], depths: Sequence[int], block: str
+) -> tuple[Tap, ...]:
     return tuple(Tap(int(c), int(s), int(d), block) for c, s, d in zip(channels, strides, depths))

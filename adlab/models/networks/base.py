@@ -27,18 +27,21 @@ class AnomalyNetwork(nn.Module):
     """Base of every method's network: subclasses implement `feature_pairs(images)`.
 
     Frozen parts (`freeze`) take no gradients and stay in eval mode whatever `train()` is called
-    with. A few-shot network sets `references_needed` and stores what `set_references` computes
-    in buffers registered with `register_reference`, which checkpoints carry at any shape.
+    with. A few-shot network sets `references_needed`, names its reference buffers in
+    `reference_names` and fills them in `set_references` (`register_reference`); checkpoints
+    carry them at any shape (k supports of any size).
     """
 
     references_needed: bool = False
+    reference_names: tuple[str, ...] = ()
     input_divisor: int = 32  # image sizes must be multiples of this (the total stride)
 
     def __init__(self, scoring: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.scoring = {**DEFAULT_SCORING, **dict(scoring or {})}
         self._frozen: list[str] = []
-        self._references: list[str] = []
+        for name in self.reference_names:
+            self.register_buffer(name, None, persistent=True)
         self.transform = None  # the preprocessing, attached by adlab.load_model
 
     # --- what a network defines ------------------------------------------------------------
@@ -69,17 +72,17 @@ class AnomalyNetwork(nn.Module):
         return self
 
     def register_reference(self, name: str, value: Tensor) -> None:
-        """A persistent buffer whose shape is set by the references (loaded at any shape)."""
-        if name not in self._references:
-            self._references.append(name)
+        """Keep `value` in the reference buffer `name` (one of `reference_names`)."""
+        if name not in self.reference_names:
+            raise KeyError(f"{type(self).__name__}.reference_names has no {name!r}")
         self.register_buffer(name, value, persistent=True)
 
     def has_references(self) -> bool:
-        return bool(self._references)
+        return any(getattr(self, n) is not None for n in self.reference_names)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Reference buffers take the stored shape (k supports of any size) before loading.
-        for name in self._references:
+        for name in self.reference_names:
             stored = state_dict.get(prefix + name)
             if stored is not None:
                 self.register_buffer(name, stored.new_empty(stored.shape), persistent=True)
