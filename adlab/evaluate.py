@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adlab.callbacks.results import git_revision
 from adlab.callbacks.timing import PhaseTimer
+from adlab.paths import CONF_DIR
 from adlab.run import (
     ConfigError,
     build_datamodule,
@@ -82,7 +83,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))["metrics"].get("image_auroc")
 

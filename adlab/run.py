@@ -22,6 +22,7 @@ from adlab.callbacks.timing import PhaseTimer
 from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.methods.base import DistillationMethod
+from adlab.paths import CONF_DIR
 from adlab.tracking import finish_wandb, make_loggers
 
 log = logging.getLogger("adlab")
@@ -201,7 +202,7 @@ def _print_summary(results: dict) -> None:
     print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     return results["metrics"].get("image_auroc")
