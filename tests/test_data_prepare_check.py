@@ -161,6 +161,9 @@ def test_check_decode_lists_every_problem(tmp_path, capsys):
         assert name in err, name
     assert "4 problems" in err and "mask_resize=true" in err and "on_bad_image=skip" in err
     assert check_main(args) == 2  # without --decode: the header check stops at the masks
+    capsys.readouterr()
+    assert check_main(["--decode", *args, "dataset.on_bad_image=skip"]) == 1
+    assert "set dataset.on_bad_image" not in capsys.readouterr().err  # no advice already taken
     for path in (base / "train/good/007.png", jpeg):
         path.unlink()
     write_mask(base / "ground_truth/crack/000_mask.png")

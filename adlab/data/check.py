@@ -26,6 +26,8 @@ from adlab.data.records import DatasetError
 from adlab.data.validate import RESIZE_HINT, SKIP_HINT_MANY, MaskSizeError, one_class_splits
 from adlab.paths import CONF_DIR
 
+SKIPPED_NOTE = "A run leaves the undecodable ones out (dataset.on_bad_image=skip is set)."
+
 
 def load_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -89,14 +91,15 @@ def decode_all(dm: AnomalyDataModule) -> list[str]:
     problems = [str(err) for err in failed.values()]
     hints = []
     if any(not isinstance(err, MaskSizeError) for err in failed.values()):
-        hints.append(SKIP_HINT_MANY)
+        skip_set = dm.config.get("on_bad_image") == "skip"
+        hints.append(SKIPPED_NOTE if skip_set else SKIP_HINT_MANY)
     if any(isinstance(err, MaskSizeError) for err in failed.values()):
         hints.append(RESIZE_HINT)
     if not dm.allow_one_class:
         one_class = one_class_splits(s for s in samples if s.path not in failed)
         problems += [f"{line}; the test metrics need both classes." for line in one_class]
         if one_class:
-            hints.append("Or set eval.allow_one_class=true to test a split with one class.")
+            hints.append("Set eval.allow_one_class=true to test a split with one class anyway.")
     if problems:
         problems.append(f"{len(problems)} problems. " + " ".join(hints))
     return problems
