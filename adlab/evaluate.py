@@ -14,15 +14,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from adlab.logs import job_log
+from adlab.paths import CONF_DIR
 from adlab.pipeline import evaluate_checkpoint
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    results = evaluate_checkpoint(
-        cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
-    )
+    with job_log():
+        results = evaluate_checkpoint(
+            cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
+        )
     return results["metrics"].get("image_auroc")
 
 

@@ -14,7 +14,7 @@ import pytest
 from adlab.data import DatasetError
 from adlab.data.check import main as check_main
 from adlab.data.prepare import SPLITS_DIR, assign_split, prepare, read_split_file
-from tests.data_trees import write_jpeg, write_png
+from tests.data_trees import mvtec_tree, write_jpeg, write_mask, write_png
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,6 +144,31 @@ def test_check_prints_a_summary_and_a_json_last_line(tmp_path, capsys):
     assert any("image sizes: 128x128 x10" in line for line in lines)
     assert check_main(["dataset=mvtec", f"dataset.root={tmp_path / 'nope'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_check_decode_lists_every_problem(tmp_path, capsys):
+    mvtec_tree(tmp_path)
+    base = tmp_path / "bottle"
+    (base / "train/good/007.png").write_bytes(b"garbage")
+    jpeg = write_jpeg(base / "train/good/008.jpg", size=64)
+    jpeg.write_bytes(jpeg.read_bytes()[:600])  # truncated: the header still reads
+    (base / "ground_truth/crack/000_mask.png").write_bytes(b"\x89PNG broken")
+    write_mask(base / "ground_truth/hole/000_mask.png", size=20)
+    args = ["dataset=mvtec", f"dataset.root={tmp_path}", "dataset.category=bottle"]
+    assert check_main(["--decode", *args]) == 1
+    err = capsys.readouterr().err
+    for name in ("007.png", "008.jpg", "crack/000_mask.png", "hole/000_mask.png: mask is 20x20"):
+        assert name in err, name
+    assert "4 problems" in err and "mask_resize=true" in err and "on_bad_image=skip" in err
+    assert check_main(args) == 2  # without --decode: the header check stops at the masks
+    capsys.readouterr()
+    assert check_main(["--decode", *args, "dataset.on_bad_image=skip"]) == 1
+    assert "set dataset.on_bad_image" not in capsys.readouterr().err  # no advice already taken
+    for path in (base / "train/good/007.png", jpeg):
+        path.unlink()
+    write_mask(base / "ground_truth/crack/000_mask.png")
+    assert check_main(["--decode", *args, "dataset.mask_resize=true"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["masks"] == 3
 
 
 @pytest.mark.e2e

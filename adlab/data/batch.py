@@ -14,6 +14,8 @@ from typing import TypedDict
 import torch
 from torch import Tensor
 
+from adlab.data.records import DatasetError
+
 
 class Batch(TypedDict, total=False):
     image: Tensor  # (B, 3, H, W) normalised model input
@@ -36,10 +38,18 @@ BATCH_KEY_SOURCES = {
 }
 
 
-def collate(items: list[dict]) -> Batch:
+def collate(items: list[dict | None]) -> Batch:
     """Stack every field: tensors of one shape into a batch tensor (else a list of tensors),
     numbers into a tensor (ints as int64), anything else into a list. Every item must have the
-    same keys."""
+    same keys. Items that are None (files skipped while loading) are left out of the batch."""
+    kept = [item for item in items if item is not None]
+    if not kept:
+        raise DatasetError(
+            f"all {len(items)} images of a batch failed to decode and were skipped "
+            "(dataset.on_bad_image=skip): see the warnings that name them, and list every bad "
+            "file with `python -m adlab.data.check --decode`."
+        )
+    items = kept
     keys = list(items[0])
     for i, item in enumerate(items):
         if set(item) != set(keys):

@@ -6,9 +6,11 @@ adlab/methods knows Lightning); adlab.run passes its loaders to the Trainer.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,18 @@ from adlab.data import synthetic
 from adlab.data.batch import BASE_KEYS, collate
 from adlab.data.dataset import AnomalyDataset, ImageCache, default_workers
 from adlab.data.fingerprint import fingerprint
+from adlab.data.io import IMAGE_EXTENSIONS
 from adlab.data.readers import get_reader
+from adlab.data.readers.common import unread_files
 from adlab.data.readers.elpv import package_root
 from adlab.data.records import DatasetError, Sample
 from adlab.data.samplers import carve_validation, select_train
 from adlab.data.transforms import Transform
+from adlab.data.validate import one_class_splits, raise_for_bad_files
 
 DEFAULT_CACHE_MAX_IMAGES = 20000
+SHOWN_PATHS = 5  # paths named in a log line about skipped or unread files
+log = logging.getLogger(__name__)
 
 
 def as_dict(config: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
@@ -42,6 +49,8 @@ def resolve_root(config: Mapping[str, Any]) -> Path:
     data when root is null."""
     name = str(config.get("name", ""))
     root = config.get("root")
+    if root == "???":
+        raise DatasetError(f"dataset={name} needs its folder: add dataset.root=<folder>.")
     if root is None:
         if name == "elpv" or config.get("reader") == "elpv":
             return package_root()
@@ -59,6 +68,12 @@ def resolve_root(config: Mapping[str, Any]) -> Path:
     return path
 
 
+def _first(items: Iterable[str], count: int = SHOWN_PATHS) -> str:
+    """The first `count` items, space separated, with '...' when there are more."""
+    items = list(items)
+    return " ".join(items[:count]) + (" ..." if len(items) > count else "")
+
+
 class AnomalyDataModule:
     """Reads and validates a benchmark and serves train/valid/test loaders of dict batches."""
 
@@ -74,42 +89,91 @@ class AnomalyDataModule:
         eval_batch_size: int = 16,
         num_workers: int = 0,
         seed: int = 0,
+        allow_one_class: bool = False,
     ) -> None:
         self.config = as_dict(dataset)
         self.sampler = as_dict(sampler) or {"name": "full"}
         self.transform = Transform(int(image_size), crop_size, str(resample), str(normalize))
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.seed = int(num_workers), int(seed)
+        self.allow_one_class = bool(allow_one_class)
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: list[str] = []
+        self.unsupported: list[str] = []
         self.fingerprint = ""
         self.root = ""
         self.has_masks = False
         self._cache: ImageCache | None = None
+        self._datasets: list[AnomalyDataset] = []
 
     def setup(self, stage: str | None = None) -> None:
-        """Read, validate, sample and (with cache=memory) decode everything once."""
+        """Read, validate every file (images and masks), skip or stop on bad ones, sample and
+        (with cache=memory) decode everything once."""
         if self._cache is not None:
             return
-        config = self.config
-        if not config.get("name"):
-            raise DatasetError("dataset.name is missing: pick a config with dataset=<name>.")
-        on_bad = str(config.get("on_bad_image", "error"))
+        on_bad = str(self.config.get("on_bad_image", "error"))
         if on_bad not in ("error", "skip"):
             raise DatasetError(f"dataset.on_bad_image={on_bad!r}: use 'error' or 'skip'.")
-        root = resolve_root(config)
-        self.root = str(root)
-        samples = get_reader(config)(root, config)
-        self.fingerprint = fingerprint(samples, str(root))
-        self._check_masks(samples)
-        cache = ImageCache(self.transform, keep_pixels=self._use_memory_cache(len(samples)))
-        workers = int(config.get("decode_workers") or default_workers())
-        self.skipped = cache.load(samples, workers, skip_bad=on_bad == "skip")
-        bad = set(self.skipped)
-        samples = [s for s in samples if s.path not in bad]
+        samples = self.read()
+        cache = self.make_cache(len(samples))
+        workers = int(self.config.get("decode_workers") or default_workers())
+        failed = cache.load(samples, workers)
+        raise_for_bad_files(failed, skip=on_bad == "skip")
+        self.skipped = sorted(failed)
+        if failed:
+            log.warning(
+                "skipped %d bad files (dataset.on_bad_image=skip; listed in results.json): %s",
+                len(failed),
+                _first(str(failed[path]) for path in self.skipped),
+            )
+        if cache.resized_masks:
+            log.info(
+                "resized %d masks to their image's size (dataset.mask_resize=true): %s",
+                len(cache.resized_masks),
+                _first(sorted(cache.resized_masks)),
+            )
+        samples = [s for s in samples if s.path not in failed]
+        self.fingerprint = fingerprint(samples, self.root)  # the files actually used
         self.splits = self._split(samples)
+        self._check_test_classes()
         self.has_masks = any(s.mask for s in self.splits["test"])
         self._cache = cache
+        log.info(
+            "dataset %s at %s: %s", self.config.get("name"), self.root, json.dumps(self.summary())
+        )
+
+    def read(self) -> list[Sample]:
+        """The reader's samples, with complete masks; notes files that look like images but are
+        not read (unsupported formats) in `unsupported` and a warning. Decodes nothing."""
+        if not self.config.get("name"):
+            raise DatasetError("dataset.name is missing: pick a config with dataset=<name>.")
+        root = resolve_root(self.config)
+        self.root = str(root)
+        with unread_files() as unread:
+            samples = get_reader(self.config)(root, self.config)
+        self.unsupported = sorted({str(p) for p in unread})
+        if self.unsupported:
+            log.warning(
+                "%d files in the dataset folders look like images but are not read (adlab reads "
+                "%s; convert or rename them): %s",
+                len(self.unsupported),
+                " ".join(IMAGE_EXTENSIONS),
+                _first(self.unsupported),
+            )
+        self._check_masks(samples)
+        return samples
+
+    def make_cache(self, count: int) -> ImageCache:
+        """The cache for `count` images, per dataset.cache, verify and mask_resize."""
+        verify = str(self.config.get("verify", "full"))
+        if verify not in ("full", "header"):
+            raise DatasetError(f"dataset.verify={verify!r}: use 'full' or 'header'.")
+        return ImageCache(
+            self.transform,
+            keep_pixels=self._use_memory_cache(count),
+            decode=verify == "full",
+            mask_resize=bool(self.config.get("mask_resize", False)),
+        )
 
     def _use_memory_cache(self, count: int) -> bool:
         mode = str(self.config.get("cache", "auto"))
@@ -129,6 +193,23 @@ class AnomalyDataModule:
                 f"{missing.path}: anomalous test image without a mask, while "
                 f"{len(with_mask)} others have one; add its mask file."
             )
+
+    def _check_test_classes(self) -> None:
+        """Image AUROC and the other test metrics need normal and anomalous test images."""
+        problems = one_class_splits(self.splits["test"])
+        if not problems or self.allow_one_class:
+            return
+        notes = ""
+        if self.unsupported:
+            notes += f"; {len(self.unsupported)} files that look like images were not read"
+        if self.skipped:
+            notes += f"; {len(self.skipped)} bad files were skipped"
+        raise DatasetError(
+            f"dataset {self.config.get('name')} at {self.root}: {'; '.join(problems)}{notes}. "
+            "The test metrics need both classes: check the folders of the missing class and "
+            "dataset.category, or set eval.allow_one_class=true to test anyway (the metrics that "
+            "need both classes are then NaN)."
+        )
 
     def _split(self, samples: list[Sample]) -> dict[str, list[Sample]]:
         name = self.config.get("name")
@@ -158,7 +239,9 @@ class AnomalyDataModule:
     def _loader(self, split: str, shuffle: bool, masks: bool) -> DataLoader:
         if self._cache is None:
             raise RuntimeError("call AnomalyDataModule.setup() before asking for loaders")
-        dataset = AnomalyDataset(self.splits[split], self._cache, with_masks=masks)
+        skip_bad = self.config.get("on_bad_image") == "skip"
+        dataset = AnomalyDataset(self.splits[split], self._cache, masks, skip_bad=skip_bad)
+        self._datasets.append(dataset)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
@@ -212,5 +295,12 @@ class AnomalyDataModule:
             "valid": {"normal": valid[0], "anomalous": valid[1]},
             "test": {"normal": test[0], "anomalous": test[1]},
             "masks": masks,
+            "skipped": len(self.skipped),
+            "unsupported": len(self.unsupported),
             "fingerprint": self.fingerprint,
         }
+
+    def skipped_while_loading(self) -> list[str]:
+        """Files dropped from batches after setup (on_bad_image=skip), as seen by this process:
+        with num_workers > 0 each worker keeps its own list, and the log names every file."""
+        return [path for dataset in self._datasets for path in dataset.skipped]

@@ -6,39 +6,60 @@ the first do no decoding; grayscale stays one channel there and is replicated pe
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from adlab.data.io import decoding, read_image, read_mask
+from adlab.data.io import header_size, read_image, read_mask, verify_image
 from adlab.data.records import DatasetError, Sample
 from adlab.data.transforms import Transform
+from adlab.data.validate import fit_mask
+
+log = logging.getLogger(__name__)
+LATE_SKIP_HINT = (
+    "Replace the file, or set dataset.on_bad_image=skip to drop such files from their batch "
+    "(each one is logged)."
+)
 
 
 class ImageCache:
-    """Decoded, resized images and ground-truth masks keyed by path, plus each image's size."""
+    """Decoded, resized images and ground-truth masks keyed by path, plus each image's size.
 
-    def __init__(self, transform: Transform, keep_pixels: bool) -> None:
+    keep_pixels: decode and keep every image (cache=memory); else decode each once and drop it
+    (decode=True, cache=none's default) or read headers only. Masks are always decoded at setup:
+    they are small, and a header check misses a corrupt one until the test, after training."""
+
+    def __init__(
+        self,
+        transform: Transform,
+        keep_pixels: bool,
+        decode: bool = True,
+        mask_resize: bool = False,
+    ) -> None:
         self.transform = transform
         self.keep_pixels = keep_pixels
+        self.decode = decode
+        self.mask_resize = mask_resize
         self.images: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
+        self.resized_masks: list[str] = []
 
-    def load(self, samples: Iterable[Sample], workers: int, skip_bad: bool) -> list[str]:
-        """Decode (or, without keep_pixels, check the header of) every sample's image and mask.
-        Returns the paths that failed when skip_bad, else raises the first failure."""
+    def load(
+        self, samples: Iterable[Sample], workers: int, progress: bool = False
+    ) -> dict[str, DatasetError]:
+        """Check every sample's image and mask in a thread pool; {image path: error} of each
+        failure (all of them, so one message or listing can name every bad file)."""
         unique = sorted({s.path: s for s in samples}.values(), key=lambda s: s.path)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            results = list(pool.map(self._load_one, unique))
-        failed = [(sample.path, err) for sample, err in zip(unique, results) if err is not None]
-        if failed and not skip_bad:
-            raise failed[0][1]
-        return [path for path, _ in failed]
+            results = pool.map(self._load_one, unique)
+            errors = list(_progress(results, len(unique)) if progress else results)
+        return {s.path: err for s, err in zip(unique, errors) if err is not None}
 
     def _load_one(self, sample: Sample) -> DatasetError | None:
         try:
@@ -47,39 +68,66 @@ class ImageCache:
                 self.sizes[sample.path] = image.size
                 self.images[sample.path] = self.transform.resize(image)
             else:
-                self.sizes[sample.path] = _check_header(sample.path)
-            if sample.mask and self.keep_pixels:
-                self.masks[sample.path] = self.transform.crop_mask(read_mask(sample.mask))
+                check = verify_image if self.decode else header_size
+                self.sizes[sample.path] = check(sample.path)
+            if sample.mask:
+                raw = read_mask(sample.mask)
+                mask = fit_mask(raw, self.sizes[sample.path], sample, self.mask_resize)
+                if mask is not raw:
+                    self.resized_masks.append(sample.mask)
+                if self.keep_pixels:
+                    self.masks[sample.path] = self.transform.crop_mask(mask)
         except DatasetError as exc:
+            self.images.pop(sample.path, None)
             return exc
         return None
 
+    def read_mask(self, sample: Sample) -> np.ndarray:
+        """The sample's mask file at its image's size (resized only with mask_resize)."""
+        return fit_mask(read_mask(sample.mask), self.sizes[sample.path], sample, self.mask_resize)
 
-def _check_header(path: str) -> tuple[int, int]:
-    """Cheap validity check without a full decode (used when nothing is cached)."""
-    if path.lower().endswith(".dcm"):
-        return read_image(path).size
-    with decoding(path), Image.open(path) as image:
-        size = image.size
-        image.verify()
-    return size
+
+def _progress(results: Iterator, total: int) -> Iterator:
+    from tqdm import tqdm
+
+    return tqdm(results, total=total, desc="decoding", unit="file")
 
 
 class AnomalyDataset(Dataset):
-    """Items are dicts {image, label, path, category[, mask]}; masks at ground-truth resolution."""
+    """Items are dicts {image, label, path, category[, mask]}; masks at ground-truth resolution.
+
+    A file that fails to decode here (cache=none; setup checked it, so it changed since or
+    dataset.verify=header) follows dataset.on_bad_image: an error naming it, or with skip_bad
+    the item is None, dropped by collate and logged."""
 
     def __init__(
-        self, samples: Sequence[Sample], cache: ImageCache, with_masks: bool = False
+        self,
+        samples: Sequence[Sample],
+        cache: ImageCache,
+        with_masks: bool = False,
+        skip_bad: bool = False,
     ) -> None:
         self.samples = list(samples)
         self.cache = cache
         self.with_masks = with_masks
+        self.skip_bad = skip_bad
+        self.skipped: list[str] = []  # in this process (a worker process keeps its own)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict | None:
         sample = self.samples[index]
+        try:
+            return self._item(sample)
+        except DatasetError as exc:
+            if not self.skip_bad:
+                raise DatasetError(f"{exc} {LATE_SKIP_HINT}") from exc
+            self.skipped.append(sample.path)
+            log.warning("skipped a bad file (dataset.on_bad_image=skip): %s", exc)
+            return None
+
+    def _item(self, sample: Sample) -> dict:
         transform = self.cache.transform
         resized = self.cache.images.get(sample.path)
         if resized is None:
@@ -102,9 +150,9 @@ class AnomalyDataset(Dataset):
             return cached
         transform = self.cache.transform
         if sample.mask:
-            return transform.crop_mask(read_mask(sample.mask))
+            return transform.crop_mask(self.cache.read_mask(sample))
         width, height = self.cache.sizes[sample.path]
-        return transform.crop_mask(torch.zeros(height, width, dtype=torch.uint8).numpy())
+        return transform.crop_mask(np.zeros((height, width), dtype=np.uint8))
 
 
 def default_workers() -> int:

@@ -12,16 +12,41 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from adlab.data.records import DatasetError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+# WebP only where this Pillow build decodes it (features.check), so no listed file is unreadable
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm") + (
+    (".webp",) if features.check("webp") else ()
+)
+# Image formats adlab does not read; files with these extensions are reported, never read
+OTHER_IMAGE_EXTENSIONS = frozenset(
+    {".gif", ".webp", ".jp2", ".j2k", ".jpx", ".jxl", ".heic", ".heif", ".avif", ".svg", ".ppm",
+     ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".psd", ".exr", ".hdr", ".nii", ".nrrd", ".mha",
+     ".dds", ".pcx"}
+)  # fmt: skip
 
 
 def is_image_file(path: str | Path) -> bool:
     """True for the file types adlab reads (by extension, case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def looks_like_image(path: str | Path) -> bool:
+    """True for a file adlab does not read that is probably an image all the same: an image
+    format's extension, or image content (PNG, JPEG, DICOM, ...) behind another extension."""
+    path = Path(path)
+    if path.suffix.lower() in OTHER_IMAGE_EXTENSIONS:
+        return True
+    try:
+        with path.open("rb") as handle:
+            if handle.read(132)[128:132] == b"DICM":
+                return True
+        with Image.open(path):
+            return True
+    except Exception:  # any failure to identify means: not an image we recognise
+        return False
 
 
 def _scale_range(array: np.ndarray) -> Image.Image:
@@ -78,10 +103,7 @@ def decoding(path: str | Path) -> Iterator[None]:
     except FileNotFoundError as exc:
         raise DatasetError(f"{path}: image file not found.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{path}: cannot decode this image ({exc}). Replace the file, or set "
-            "dataset.on_bad_image=skip to skip it (it is then listed in results.json)."
-        ) from exc
+        raise DatasetError(f"{path}: cannot decode this image ({exc}).") from exc
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -96,6 +118,28 @@ def read_image(path: str | Path) -> Image.Image:
         return _normalise_mode(image)
 
 
+def verify_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) after decoding every pixel once (nothing kept): a truncated or corrupt
+    file fails here, where a header check passes it."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return read_image(path).size
+    with decoding(path), Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+def header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header, plus PIL's structural check (chunk CRCs for PNG)."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return read_image(path).size
+    with decoding(path), Image.open(path) as image:
+        size = image.size
+        image.verify()
+    return size
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Decode a mask file to a (H, W) uint8 array of 0/1: any nonzero pixel is anomalous."""
     path = Path(path)
@@ -106,20 +150,14 @@ def read_mask(path: str | Path) -> np.ndarray:
     except FileNotFoundError as exc:
         raise DatasetError(f"{path}: mask file not found.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot decode this mask ({exc}); replace the file.") from exc
+        raise DatasetError(f"{path}: cannot decode this mask ({exc}).") from exc
     if array.ndim == 3:
         array = array.any(axis=2)
     return (array != 0).astype(np.uint8)
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image from its header, without decoding the pixels."""
-    path = Path(path)
-    if path.suffix.lower() == ".dcm":
-        image = read_image(path)
-        return image.size
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read the image header ({exc}).") from exc
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 0/1 mask resized to (width, height) by nearest neighbour (dataset.mask_resize=true)."""
+    if mask.shape[::-1] == tuple(size):
+        return mask
+    return np.array(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))

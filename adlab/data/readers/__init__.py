@@ -15,7 +15,14 @@ from adlab.data.readers.elpv import read_elpv
 from adlab.data.readers.folders import read_dirs, read_folder
 from adlab.data.readers.isic import read_isic2018
 from adlab.data.readers.medianomaly import read_medianomaly
-from adlab.data.readers.mvtec import read_btad, read_category, read_mpdd, read_mvtec, read_mvtec2
+from adlab.data.readers.mvtec import (
+    read_btad,
+    read_category,
+    read_mpdd,
+    read_mvtec,
+    read_mvtec2,
+    read_mvtec_layout,
+)
 from adlab.data.readers.unimedical import read_meta_json
 from adlab.data.readers.visa import read_visa
 from adlab.data.records import DatasetError, Sample
@@ -31,6 +38,7 @@ def _read_synthetic(root: Path, config: Mapping[str, Any]) -> list[Sample]:
 
 READERS: dict[str, Reader] = {
     "mvtec": read_mvtec,
+    "mvtec_layout": read_mvtec_layout,
     "mpdd": read_mpdd,
     "btad": read_btad,
     "mvtec2": read_mvtec2,

@@ -3,12 +3,15 @@ an optional name rule), and the switch for a missing documented validation split
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adlab.data.io import is_image_file
+from adlab.data.io import is_image_file, looks_like_image
 from adlab.data.records import DatasetError
+
+_UNREAD: list[list[Path]] = []  # open unread_files() collections, innermost last
 
 
 def require_dir(path: Path, layout: str) -> Path:
@@ -25,12 +28,24 @@ def require_file(path: Path, layout: str) -> Path:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in folder, sorted by name (hidden files ignored)."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and is_image_file(p) and not p.name.startswith(".")
-    )
+    """Image files directly in folder, sorted by name (hidden files ignored). Files passed over
+    that look like images (another format or extension) go to the open unread_files() list."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if _UNREAD:
+        _UNREAD[-1].extend(p for p in files if not is_image_file(p) and looks_like_image(p))
+    return [p for p in files if is_image_file(p)]
+
+
+@contextmanager
+def unread_files() -> Iterator[list[Path]]:
+    """Collect, while a reader runs, the files list_images did not read although they look like
+    images, so that nothing is dropped without a word (e.g. .gif, or a PNG named .dat)."""
+    found: list[Path] = []
+    _UNREAD.append(found)
+    try:
+        yield found
+    finally:
+        _UNREAD.pop()
 
 
 def mask_index(folder: Path) -> dict[str, Path]:
@@ -74,8 +89,11 @@ def require_valid(config: Mapping[str, Any]) -> bool:
     return bool(config.get("require_valid", True))
 
 
-def categories(config: Mapping[str, Any], known: tuple[str, ...] | None, key: str) -> list[str]:
-    """dataset.category as a list: a name, a list of names, or 'all' (every known category)."""
+def categories(
+    config: Mapping[str, Any], known: tuple[str, ...] | None, key: str, hint: str = ""
+) -> list[str]:
+    """dataset.category as a list: a name, a list of names, or 'all' (every known category).
+    hint ends the message for an unknown name (e.g. where own data in that layout goes)."""
     value = config.get("category")
     if value is None:
         raise DatasetError(f"dataset.category is required for {key}; e.g. dataset.category=...")
@@ -89,6 +107,6 @@ def categories(config: Mapping[str, Any], known: tuple[str, ...] | None, key: st
         if unknown:
             raise DatasetError(
                 f"dataset.category={unknown[0]!r} is not a {key} category; use one of "
-                f"{', '.join(known)} (or 'all')."
+                f"{', '.join(known)} (or 'all').{hint}"
             )
     return names

@@ -1,5 +1,6 @@
 """MVTec AD layout and its relatives: MPDD (same layout), BTAD (ok/ko, .bmp or .png masks without
-a suffix) and MVTec AD 2 (test_public with its ground truth inside, validation/good)."""
+a suffix), MVTec AD 2 (test_public with its ground truth inside, validation/good) and any tree of
+own data in the MVTec layout (mvtec_layout: categories found on disk, masks where present)."""
 
 from __future__ import annotations
 
@@ -77,12 +78,55 @@ def read_mpdd(root: Path, config: Mapping[str, Any]) -> list[Sample]:
     return _read_all(root, config, MPDD_CATEGORIES, "mpdd")
 
 
+OWN_DATA_HINT = (
+    " For your own data in this layout use dataset=mvtec_layout dataset.root=<folder> "
+    "(every category folder found there, or dataset.category=<name> or [<a>,<b>])."
+)
+
+
 def _read_all(root: Path, config: Mapping[str, Any], known: tuple[str, ...], key: str):
     known_or_any = None if config.get("strict_categories") is False else known
     out: list[Sample] = []
-    for category in categories(config, known_or_any, key):
+    for category in categories(config, known_or_any, key, OWN_DATA_HINT):
         out += read_category(root / category, category, masks=bool(config.get("masks", True)))
     return out
+
+
+def read_mvtec_layout(root: Path, config: Mapping[str, Any]) -> list[Sample]:
+    """Own data in the MVTec layout: root holds category folders (or is one); dataset.category
+    is 'all' (every folder with train/<good>), a name or a list; masks 'auto' reads pixel masks
+    for a category that has a ground_truth folder."""
+    good = str(config.get("good", "good"))
+    if (root / "train" / good).is_dir():
+        found = {root.name: root}
+    else:
+        found = {p.name: p for p in sorted(root.iterdir()) if (p / "train" / good).is_dir()}
+    if not found:
+        raise DatasetError(
+            f"no category folder in {root}: expected <root>/<category>/train/{good} (or "
+            f"<root>/train/{good} when root is one category); layout: {MVTEC_LAYOUT}"
+        )
+    wanted = config.get("category") or "all"
+    names = sorted(found) if wanted == "all" else _names(wanted)
+    for name in names:
+        if name not in found:
+            raise DatasetError(
+                f"dataset.category={name!r}: no folder {root / name}/train/{good}; categories "
+                f"found in {root}: {', '.join(found)} (or 'all')."
+            )
+    masks = config.get("masks", "auto")
+    if masks not in ("auto", True, False):
+        raise DatasetError(f"dataset.masks={masks!r}: use auto, true or false.")
+    out: list[Sample] = []
+    for name in names:
+        base = found[name]
+        with_masks = (base / "ground_truth").is_dir() if masks == "auto" else bool(masks)
+        out += read_category(base, name, good=good, masks=with_masks)
+    return out
+
+
+def _names(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def read_btad(root: Path, config: Mapping[str, Any]) -> list[Sample]:
