@@ -53,6 +53,7 @@ def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
+        synthesis=cfg.get("synthesis"),
     )
 
 

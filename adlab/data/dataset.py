@@ -7,15 +7,17 @@ the first do no decoding; grayscale stays one channel there and is replicated pe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from adlab.data.io import decoding, read_image, read_mask
 from adlab.data.records import DatasetError, Sample
+from adlab.data.synthesis import PerlinAnomalies, item_rng
 from adlab.data.transforms import Transform
 
 
@@ -66,35 +68,63 @@ def _check_header(path: str) -> tuple[int, int]:
 
 
 class AnomalyDataset(Dataset):
-    """Items are dicts {image, label, path, category[, mask]}; masks at ground-truth resolution."""
+    """Items are dicts {image, label, path, category[, mask]}; masks at ground-truth resolution.
+
+    With `synthesis`, items also carry `augmented` (the image with a synthetic anomaly, normalised
+    like `image`) and `synthetic_mask` ((1, H, W) float 0/1), drawn from (seed, epoch, index):
+    the key is an index or an (index, epoch) pair from EpochSampler (a bare index is epoch 0).
+    `foreground` maps a path to the (H, W) bool mask the anomaly must stay inside.
+    """
 
     def __init__(
-        self, samples: Sequence[Sample], cache: ImageCache, with_masks: bool = False
+        self,
+        samples: Sequence[Sample],
+        cache: ImageCache,
+        with_masks: bool = False,
+        synthesis: PerlinAnomalies | None = None,
+        foreground: Mapping[str, np.ndarray] | None = None,
+        seed: int = 0,
     ) -> None:
         self.samples = list(samples)
         self.cache = cache
         self.with_masks = with_masks
+        self.synthesis = synthesis
+        self.foreground = foreground or {}
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.samples[index]
         transform = self.cache.transform
-        resized = self.cache.images.get(sample.path)
-        if resized is None:
-            image = read_image(sample.path)
-            self.cache.sizes.setdefault(sample.path, image.size)
-            resized = transform.resize(image)
+        resized = self.resized(sample)
+        image = transform.unit(resized)
         item = {
-            "image": transform.finish(resized),
+            "image": transform.normalise(image),
             "label": sample.label,
             "path": sample.path,
             "category": sample.category,
         }
         if self.with_masks:
             item["mask"] = self._mask(sample)
+        if self.synthesis is not None:
+            rng = item_rng(self.seed, epoch, index)
+            fg = self.foreground.get(sample.path)
+            damaged, mask = self.synthesis(image, rng, fg)
+            item["augmented"] = transform.normalise(damaged)
+            item["synthetic_mask"] = mask
         return item
+
+    def resized(self, sample: Sample) -> torch.Tensor:
+        """The cached resized image (C, S, S), decoded now when nothing is cached."""
+        resized = self.cache.images.get(sample.path)
+        if resized is None:
+            image = read_image(sample.path)
+            self.cache.sizes.setdefault(sample.path, image.size)
+            resized = self.cache.transform.resize(image)
+        return resized
 
     def _mask(self, sample: Sample) -> torch.Tensor:
         cached = self.cache.masks.get(sample.path)
