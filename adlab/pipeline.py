@@ -20,10 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from adlab.callbacks.results import git_revision, peak_memory, write_json
+from adlab.callbacks.synthesis_grid import grid_callbacks
 from adlab.callbacks.timing import PhaseTimer
 from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.data.batch import BATCH_KEY_SOURCES
+from adlab.data.synthesis import checkpoint_epoch
 from adlab.methods.base import DistillationMethod, with_model_prefix
 from adlab.models.features import CompositionError
 from adlab.tracking import finish_wandb, make_loggers
@@ -54,6 +56,7 @@ def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
         allow_one_class=cfg.eval.get("allow_one_class", False),
+        synthesis=cfg.get("synthesis"),
     )
 
 
@@ -235,13 +238,14 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         "dataset": dataset_provenance(datamodule),
     }
     loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
-    train_loader = datamodule.train_dataloader()
+    train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(cfg.ckpt_path))
     ckpt = checkpoint_callback(cfg, run_dir, datamodule.summary()["valid"])
     timer = PhaseTimer()
+    grid = grid_callbacks(datamodule.batch_keys("train"), run_dir, cfg.data.normalize)
     trainer = pl.Trainer(
         **{**trainer_kwargs(cfg), **method.trainer_arguments(len(train_loader))},
         logger=loggers,
-        callbacks=[ckpt, timer],
+        callbacks=[ckpt, timer, *grid],
         default_root_dir=str(run_dir),
     )
     try:

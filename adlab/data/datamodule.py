@@ -11,12 +11,14 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from adlab.data import synthetic
 from adlab.data.batch import BASE_KEYS, collate
@@ -28,6 +30,9 @@ from adlab.data.readers.common import unread_files
 from adlab.data.readers.elpv import package_root
 from adlab.data.records import DatasetError, Sample
 from adlab.data.samplers import carve_validation, select_train
+from adlab.data.synthesis import EpochSampler, PerlinAnomalies, build_anomalies, enabled
+from adlab.data.synthesis.anomalies import check_config
+from adlab.data.synthesis.foreground import foreground_mask, method_for, warn_without_opencv
 from adlab.data.transforms import Transform
 from adlab.data.validate import one_class_splits, raise_for_bad_files
 
@@ -90,8 +95,14 @@ class AnomalyDataModule:
         num_workers: int = 0,
         seed: int = 0,
         allow_one_class: bool = False,
+        synthesis: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = as_dict(dataset)
+        self.synthesis = as_dict(synthesis)
+        if self.synthesis:
+            check_config(self.synthesis)
+        self.anomalies: PerlinAnomalies | None = None
+        self.foreground: dict[str, np.ndarray] = {}
         self.sampler = as_dict(sampler) or {"name": "full"}
         self.transform = Transform(int(image_size), crop_size, str(resample), str(normalize))
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
@@ -138,6 +149,9 @@ class AnomalyDataModule:
         self._check_test_classes()
         self.has_masks = any(s.mask for s in self.splits["test"])
         self._cache = cache
+        if enabled(self.synthesis):
+            self.anomalies = build_anomalies(self.synthesis)
+            self.foreground = self._foreground_masks(self.splits["train"], workers)
         log.info(
             "dataset %s at %s: %s", self.config.get("name"), self.root, json.dumps(self.summary())
         )
@@ -236,17 +250,51 @@ class AnomalyDataModule:
         train = select_train(train, self.sampler)
         return {"train": train, "valid": sorted(valid, key=lambda s: s.path), "test": test}
 
-    def _loader(self, split: str, shuffle: bool, masks: bool) -> DataLoader:
+    def _foreground_masks(self, samples: list[Sample], workers: int) -> dict[str, np.ndarray]:
+        """Where synthetic anomalies may land, per training image (dataset.foreground per
+        category; synthesis.foreground=false turns it off), computed once from the resized image
+        as URD's code does at dataset construction."""
+        rule = self.config.get("foreground")
+        if not self.synthesis.get("foreground", True) or not rule:
+            return {}
+        methods = {s.path: method_for(rule, s.category) for s in samples}
+        todo = [s for s in samples if methods[s.path] != "none"]
+        warn_without_opencv({methods[s.path] for s in todo})
+        dataset = AnomalyDataset(todo, self._cache)  # type: ignore[arg-type]
+
+        def one(sample: Sample) -> np.ndarray | None:
+            return foreground_mask(dataset.resized(sample), methods[sample.path])
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            masks = list(pool.map(one, todo))
+        return {s.path: m for s, m in zip(todo, masks) if m is not None}
+
+    def _loader(self, split: str, shuffle: bool, masks: bool, epoch: int = 0) -> DataLoader:
         if self._cache is None:
             raise RuntimeError("call AnomalyDataModule.setup() before asking for loaders")
-        skip_bad = self.config.get("on_bad_image") == "skip"
-        dataset = AnomalyDataset(self.splits[split], self._cache, masks, skip_bad=skip_bad)
+        synthesis = self.anomalies if split == "train" else None
+        dataset = AnomalyDataset(
+            self.splits[split],
+            self._cache,
+            with_masks=masks,
+            skip_bad=self.config.get("on_bad_image") == "skip",
+            synthesis=synthesis,
+            foreground=self.foreground,
+            seed=self.seed,
+        )
         self._datasets.append(dataset)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # Synthesis draws from (seed, epoch, index): the sampler carries the epoch to the workers.
+        # Same shuffle as shuffle=True (a RandomSampler on the same generator).
+        sampler = None
+        if synthesis is not None:
+            order = RandomSampler(dataset, generator=generator) if shuffle else range(len(dataset))
+            sampler = EpochSampler(order, epoch)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             drop_last=False,
             generator=generator,
             num_workers=self.num_workers,
@@ -254,8 +302,10 @@ class AnomalyDataModule:
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, masks=False)
+    def train_dataloader(self, epoch: int = 0) -> DataLoader:
+        """Shuffled training batches; `epoch` is where synthetic anomalies start (a resumed fit:
+        adlab.data.synthesis.checkpoint_epoch(ckpt_path))."""
+        return self._loader("train", shuffle=True, masks=False, epoch=epoch)
 
     def val_dataloader(self) -> DataLoader | None:
         if not self.splits.get("valid"):
@@ -271,6 +321,8 @@ class AnomalyDataModule:
         keys = set(BASE_KEYS)
         if split == "test" and self.has_masks:
             keys.add("mask")
+        if split == "train" and enabled(self.synthesis):
+            keys |= {"augmented", "synthetic_mask"}
         return keys
 
     def reference_images(self) -> torch.Tensor | None:

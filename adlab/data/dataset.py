@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from adlab.data.io import header_size, read_image, read_mask, verify_image
 from adlab.data.records import DatasetError, Sample
+from adlab.data.synthesis import PerlinAnomalies, item_rng
 from adlab.data.transforms import Transform
 from adlab.data.validate import fit_mask
 
@@ -98,7 +99,13 @@ class AnomalyDataset(Dataset):
 
     A file that fails to decode here (cache=none; setup checked it, so it changed since or
     dataset.verify=header) follows dataset.on_bad_image: an error naming it, or with skip_bad
-    the item is None, dropped by collate and logged."""
+    the item is None, dropped by collate and logged.
+
+    With `synthesis`, items also carry `augmented` (the image with a synthetic anomaly, normalised
+    like `image`) and `synthetic_mask` ((1, H, W) float 0/1), drawn from (seed, epoch, index):
+    the key is an index or an (index, epoch) pair from EpochSampler (a bare index is epoch 0).
+    `foreground` maps a path to the (H, W) bool mask the anomaly must stay inside.
+    """
 
     def __init__(
         self,
@@ -106,20 +113,27 @@ class AnomalyDataset(Dataset):
         cache: ImageCache,
         with_masks: bool = False,
         skip_bad: bool = False,
+        synthesis: PerlinAnomalies | None = None,
+        foreground: Mapping[str, np.ndarray] | None = None,
+        seed: int = 0,
     ) -> None:
         self.samples = list(samples)
         self.cache = cache
         self.with_masks = with_masks
         self.skip_bad = skip_bad
         self.skipped: list[str] = []  # in this process (a worker process keeps its own)
+        self.synthesis = synthesis
+        self.foreground = foreground or {}
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.samples[index]
         try:
-            return self._item(sample)
+            return self._item(sample, index, epoch)
         except DatasetError as exc:
             if not self.skip_bad:
                 raise DatasetError(f"{exc} {LATE_SKIP_HINT}") from exc
@@ -127,22 +141,34 @@ class AnomalyDataset(Dataset):
             log.warning("skipped a bad file (dataset.on_bad_image=skip): %s", exc)
             return None
 
-    def _item(self, sample: Sample) -> dict:
+    def _item(self, sample: Sample, index: int, epoch: int) -> dict:
         transform = self.cache.transform
-        resized = self.cache.images.get(sample.path)
-        if resized is None:
-            image = read_image(sample.path)
-            self.cache.sizes.setdefault(sample.path, image.size)
-            resized = transform.resize(image)
+        resized = self.resized(sample)
+        image = transform.unit(resized)
         item = {
-            "image": transform.finish(resized),
+            "image": transform.normalise(image),
             "label": sample.label,
             "path": sample.path,
             "category": sample.category,
         }
         if self.with_masks:
             item["mask"] = self._mask(sample)
+        if self.synthesis is not None:
+            rng = item_rng(self.seed, epoch, index)
+            fg = self.foreground.get(sample.path)
+            damaged, mask = self.synthesis(image, rng, fg)
+            item["augmented"] = transform.normalise(damaged)
+            item["synthetic_mask"] = mask
         return item
+
+    def resized(self, sample: Sample) -> torch.Tensor:
+        """The cached resized image (C, S, S), decoded now when nothing is cached."""
+        resized = self.cache.images.get(sample.path)
+        if resized is None:
+            image = read_image(sample.path)
+            self.cache.sizes.setdefault(sample.path, image.size)
+            resized = self.cache.transform.resize(image)
+        return resized
 
     def _mask(self, sample: Sample) -> torch.Tensor:
         cached = self.cache.masks.get(sample.path)

@@ -68,8 +68,17 @@ class Transform:
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
     def finish(self, resized: torch.Tensor) -> torch.Tensor:
-        """Cached (C, S, S) tensor -> float32 (3, S, S) in [0, 1], normalised per config."""
-        image = resized.float() / 255.0 if resized.dtype == torch.uint8 else resized.float()
+        """Cached (C, S, S) tensor -> float32 (3, S, S), normalised per config."""
+        return self.normalise(self.unit(resized))
+
+    @staticmethod
+    def unit(resized: torch.Tensor) -> torch.Tensor:
+        """Cached (C, S, S) tensor -> float32 (C, S, S) in [0, 1]: where data transforms such as
+        synthetic anomalies work, before normalisation."""
+        return resized.float() / 255.0 if resized.dtype == torch.uint8 else resized.float()
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """(C, S, S) in [0, 1] -> (3, S, S) model input (grayscale replicated, then normalised)."""
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         if self.normalize == "imagenet":
