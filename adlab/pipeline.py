@@ -19,14 +19,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from adlab.callbacks.checkpoints import LastCheckpoint
 from adlab.callbacks.results import git_revision, peak_memory, write_json
+from adlab.callbacks.resume import ExactResume
 from adlab.callbacks.synthesis_grid import grid_callbacks
 from adlab.callbacks.timing import PhaseTimer
 from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.data.batch import BATCH_KEY_SOURCES
 from adlab.data.synthesis import checkpoint_epoch
-from adlab.methods.base import DistillationMethod, with_model_prefix
+from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
 from adlab.models.features import CompositionError
 from adlab.tracking import finish_wandb, make_loggers
 
@@ -184,28 +186,23 @@ def method_from_checkpoint(ckpt: Mapping, cfg: DictConfig | None = None) -> Dist
 
 
 # --- phases -------------------------------------------------------------------------------------
-def checkpoint_callback(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpoint:
-    """last.ckpt always; with select=best_val also best.ckpt by validation AUROC (a split with
-    anomalies, e.g. BMAD's) or by validation loss (a normal-only split from val_fraction)."""
-    if cfg.select == "best_val":
-        if not valid["normal"] + valid["anomalous"]:
-            raise ConfigError(
-                "select=best_val needs a validation split: this dataset has none. Set "
-                "dataset.val_fraction (e.g. 0.1) or use select=last."
-            )
-        both = valid["normal"] and valid["anomalous"]
-        monitor, mode = ("val/image_auroc", "max") if both else ("val/loss", "min")
-        return ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            save_last=True,
-            save_top_k=1,
-            monitor=monitor,
-            mode=mode,
-            filename="best",
-        )
-    if cfg.select != "last":
+def best_checkpoint(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpoint | None:
+    """With select=best_val, best.ckpt by validation AUROC (a split with anomalies, e.g. BMAD's)
+    or by validation loss (a normal-only split from val_fraction); None with select=last."""
+    if cfg.select == "last":
+        return None
+    if cfg.select != "best_val":
         raise ConfigError(f"select must be 'last' or 'best_val', got {cfg.select!r}")
-    return ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+    if not valid["normal"] + valid["anomalous"]:
+        raise ConfigError(
+            "select=best_val needs a validation split: this dataset has none. Set "
+            "dataset.val_fraction (e.g. 0.1) or use select=last."
+        )
+    both = valid["normal"] and valid["anomalous"]
+    monitor, mode = ("val/image_auroc", "max") if both else ("val/loss", "min")
+    return ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_top_k=1, monitor=monitor, mode=mode, filename="best"
+    )
 
 
 def prepare_references(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
@@ -239,40 +236,51 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
     }
     loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
     train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(cfg.ckpt_path))
-    ckpt = checkpoint_callback(cfg, run_dir, datamodule.summary()["valid"])
+    best = best_checkpoint(cfg, run_dir, datamodule.summary()["valid"])
+    every = cfg.get("checkpoint") or {}
+    last = LastCheckpoint(
+        run_dir / "checkpoints", every.get("every_n_steps"), every.get("every_minutes")
+    )
     timer = PhaseTimer()
     grid = grid_callbacks(datamodule.batch_keys("train"), run_dir, cfg.data.normalize)
     trainer = pl.Trainer(
         **{**trainer_kwargs(cfg), **method.trainer_arguments(len(train_loader))},
         logger=loggers,
-        callbacks=[ckpt, timer, *grid],
+        callbacks=[last, ExactResume(train_loader), timer, *grid, *([best] if best else [])],
+        enable_checkpointing=best is not None,
         default_root_dir=str(run_dir),
     )
+    outputs = (cfg, run_dir, method, loggers, timer, provenance, config, started)
     try:
-        trainer.fit(
-            method,
-            train_dataloaders=train_loader,
-            val_dataloaders=datamodule.val_dataloader(),
-            ckpt_path=cfg.ckpt_path,
-        )
-        tested = ckpt.best_model_path if cfg.select == "best_val" else None
+        try:
+            with last.stop_on_signals():
+                trainer.fit(
+                    method,
+                    train_dataloaders=train_loader,
+                    val_dataloaders=datamodule.val_dataloader(),
+                    ckpt_path=cfg.ckpt_path,
+                )
+        except Diverged as err:
+            write_outputs(
+                *outputs,
+                status="diverged",
+                divergence=err.info,
+                error=str(err),
+                overrides=overrides or [],
+            )
+            raise
+        tested = best.best_model_path if best is not None else None
         prepare_references(method, datamodule)
         trainer.test(
             method, dataloaders=datamodule.test_dataloader(), ckpt_path=tested, verbose=False
         )
         results = write_outputs(
-            cfg,
-            run_dir,
-            method,
-            loggers,
-            timer,
-            provenance,
-            config,
-            started,
+            *outputs,
+            status="completed",
             overrides=overrides or [],
             selected=tested or "last",
             epochs=trainer.current_epoch,
-            checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
+            checkpoint=str(last.path),
         )
     finally:
         finish_wandb(loggers)
@@ -311,6 +319,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
             provenance,
             config,
             started,
+            status="completed",
             overrides=overrides or [],
         )
     finally:
@@ -361,7 +370,8 @@ def print_summary(results: dict) -> None:
     def line(metrics: dict) -> str:
         return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
-    print(f"\n[adlab] {results['method']}: {line(results['metrics'])}")
+    status = "" if results.get("status", "completed") == "completed" else f" [{results['status']}]"
+    print(f"\n[adlab] {results['method']}{status}: {line(results['metrics'])}")
     for category, values in results["metrics_per_category"].items():
         print(f"[adlab]   {category}: {line(values)}")
     print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")

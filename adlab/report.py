@@ -181,8 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"error: no results.json under {args.root}", file=sys.stderr)
         return 1
+    diverged = [r for r in results if r.get("status") == "diverged"]
+    results = [r for r in results if r.get("status") != "diverged"]
     label_variants(results)
     print(markdown(results, args.metrics, args.pooled))
+    if diverged:
+        print(f"{len(diverged)} job(s) diverged (non-finite loss, no metrics):")
+        for r in diverged:
+            info = r.get("divergence", {})
+            print(f"  {r.get('run_dir')}: step {info.get('step')}, lr {info.get('learning_rates')}")
     if missing:
         print(f"{len(missing)} job(s) without results.json (failed or running):")
         for d in missing:

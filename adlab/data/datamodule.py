@@ -29,6 +29,7 @@ from adlab.data.readers import get_reader
 from adlab.data.readers.common import unread_files
 from adlab.data.readers.elpv import package_root
 from adlab.data.records import DatasetError, Sample
+from adlab.data.resumable import ResumableBatchSampler, ResumableLoader
 from adlab.data.samplers import carve_validation, select_train
 from adlab.data.synthesis import EpochSampler, PerlinAnomalies, build_anomalies, enabled
 from adlab.data.synthesis.anomalies import check_config
@@ -284,18 +285,16 @@ class AnomalyDataModule:
         )
         self._datasets.append(dataset)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        # Synthesis draws from (seed, epoch, index): the sampler carries the epoch to the workers.
-        # Same shuffle as shuffle=True (a RandomSampler on the same generator).
-        sampler = None
+        # The order is what shuffle=True draws (a RandomSampler on the same generator). Synthesis
+        # draws from (seed, epoch, index): EpochSampler carries the epoch to the workers.
+        order = RandomSampler(dataset, generator=generator) if shuffle else range(len(dataset))
         if synthesis is not None:
-            order = RandomSampler(dataset, generator=generator) if shuffle else range(len(dataset))
-            sampler = EpochSampler(order, epoch)  # type: ignore[arg-type]
-        return DataLoader(
+            order = EpochSampler(order, epoch)  # type: ignore[arg-type]
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        loader = ResumableLoader if split == "train" else DataLoader
+        return loader(
             dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle if sampler is None else None,
-            sampler=sampler,
-            drop_last=False,
+            batch_sampler=ResumableBatchSampler(order, batch_size, drop_last=False),
             generator=generator,
             num_workers=self.num_workers,
             collate_fn=collate,

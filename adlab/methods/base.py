@@ -7,6 +7,7 @@ cache, metric accumulation and keeps a few test samples for visualisation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from torch import Tensor
 from adlab.methods.teacher_cache import TeacherCache
 from adlab.metrics import AnomalyEvaluator
 from adlab.models.networks.base import AnomalyNetwork
+
+log = logging.getLogger("adlab")
 
 
 def make_adam(groups: list[dict], *, fused: bool = True, **kwargs) -> torch.optim.Adam:
@@ -52,6 +55,25 @@ def category_mean(by_category: Mapping[str, Mapping[str, float]]) -> dict[str, f
     }
 
 
+class Diverged(RuntimeError):
+    """Training produced non-finite losses; the message names the step, the terms and the
+    learning rates, and `info` is what results.json records."""
+
+    def __init__(self, step: int, epoch: int, losses: dict, learning_rates: list) -> None:
+        self.info = {
+            "step": step,
+            "epoch": epoch,
+            "losses": losses,
+            "learning_rates": learning_rates,
+        }
+        terms = ", ".join(f"{k}={v}" for k, v in losses.items())
+        super().__init__(
+            f"training diverged at step {step} (epoch {epoch}): non-finite loss ({terms}) with "
+            f"learning rate(s) {learning_rates}. Lower method.optimizer.lr, check the data, or "
+            "tolerate a few such steps with method.max_nonfinite_steps=<n>."
+        )
+
+
 DEFAULT_EVAL = {"resolution": "gt", "fpr_limit": 0.3, "pixel_metrics": True, "n_visuals": 8}
 
 
@@ -79,6 +101,7 @@ class DistillationMethod(pl.LightningModule):
         channels_last: bool = False,
         teacher_cache_gib: float | None = None,
         iterations: int | None = None,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -88,6 +111,8 @@ class DistillationMethod(pl.LightningModule):
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.iterations = int(iterations) if iterations else None
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.nonfinite_steps = 0
         self.eval_cfg = {**DEFAULT_EVAL, **dict(evaluation or {})}
         self.run_config: dict | None = None  # set by the entry point, stored in checkpoints
         self.test_results: dict[str, float] = {}
@@ -184,7 +209,11 @@ class DistillationMethod(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
 
     def log_losses(self, parts: Mapping[str, Tensor], batch_size: int, prefix: str = "train"):
-        """Log each loss term per step and per epoch as `<prefix>/<name>`."""
+        """Log each loss term per step and per epoch as `<prefix>/<name>`. Returns False (and
+        logs nothing) when a term is not finite and `max_nonfinite_steps` tolerates it, so the
+        caller skips the update; past the tolerance it raises Diverged."""
+        if prefix == "train" and not self.losses_finite(parts):
+            return False
         for name, value in parts.items():
             self.log(
                 f"{prefix}/{name}",
@@ -194,10 +223,35 @@ class DistillationMethod(pl.LightningModule):
                 batch_size=batch_size,
                 prog_bar=name == "loss",
             )
+        return True
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def losses_finite(self, parts: Mapping[str, Tensor]) -> bool:
+        """Whether every loss term is finite; stop training (Diverged) after more than
+        `max_nonfinite_steps` steps that were not."""
+        if all(bool(torch.isfinite(v.detach()).all()) for v in parts.values()):
+            return True
+        self.nonfinite_steps += 1
+        if self.nonfinite_steps <= self.max_nonfinite_steps:
+            log.warning(
+                "non-finite loss at step %d skipped (%d of %d tolerated)",
+                self.global_step,
+                self.nonfinite_steps,
+                self.max_nonfinite_steps,
+            )
+            return False
+        trainer = self._trainer
+        lrs = [g["lr"] for opt in (trainer.optimizers if trainer else []) for g in opt.param_groups]
+        raise Diverged(
+            step=int(self.global_step),
+            epoch=int(self.current_epoch),
+            losses={k: float(v.detach().float().mean()) for k, v in parts.items()},
+            learning_rates=lrs,
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         parts = self.training_loss(batch)
-        self.log_losses(parts, batch["image"].shape[0])
+        if not self.log_losses(parts, batch["image"].shape[0]):
+            return None  # a tolerated non-finite step: no update
         return parts["loss"]
 
     def on_train_epoch_end(self) -> None:

@@ -1,0 +1,92 @@
+"""last.ckpt written during training, atomically: after every epoch, every N training steps or
+minutes (for long epochs), and when SIGTERM / SIGINT asks the job to stop (SLURM preemption
+sends SIGTERM), after which the job stops with RunInterrupted and writes no results.json."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunInterrupted(RuntimeError):
+    """The job was asked to stop; last.ckpt holds its state (resume with ckpt_path=...)."""
+
+
+class LastCheckpoint(pl.Callback):
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_steps: int | None = None,
+        every_minutes: float | None = None,
+    ) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = int(every_n_steps) if every_n_steps else None
+        self.every_s = 60.0 * float(every_minutes) if every_minutes else None
+        self._last_save = time.monotonic()
+        self._batches = 0
+        self.stop_signal: int | None = None
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Write to a temporary file and rename: a kill mid-write never leaves a broken file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.path)
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+        due_steps = self.every_n_steps and self._batches % self.every_n_steps == 0
+        due_time = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
+        if self.stop_signal is not None or due_steps or due_time:
+            self.save(trainer)
+        if self.stop_signal is not None:
+            raise self.interrupted()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # Lightning's own SIGTERM handling stops the loop at a batch or epoch end
+        if isinstance(exception, SIGTERMException):
+            self.save(trainer)
+
+    def interrupted(self) -> RunInterrupted:
+        name = (
+            "a stop signal" if self.stop_signal is None else signal.Signals(self.stop_signal).name
+        )
+        return RunInterrupted(
+            f"stopped by {name} during training; the state is in {self.path}: resume with "
+            f"ckpt_path={self.path} (and the same overrides)"
+        )
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While training: the first SIGTERM/SIGINT saves last.ckpt after the current batch and
+        stops the job; a second one acts as usual (kills at once)."""
+
+        def handler(signum, frame) -> None:
+            if self.stop_signal is not None:
+                signal.signal(signum, previous[signum])
+                signal.raise_signal(signum)
+            self.stop_signal = signum
+
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        for s in STOP_SIGNALS:
+            signal.signal(s, handler)
+        try:
+            yield
+        except SIGTERMException as exc:  # Lightning stopped the loop (a SystemExit with code 0)
+            raise self.interrupted() from exc
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
