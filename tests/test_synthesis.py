@@ -273,7 +273,7 @@ def test_datamodule_keeps_anomalies_on_the_foreground(tmp_path):
     union = 0.0
     for epoch in range(3):
         dm_loader = dm.train_dataloader()
-        dm_loader.sampler.set_epoch(epoch)
+        dm_loader.batch_sampler.sampler.set_epoch(epoch)
         for batch in dm_loader:
             for path, mask in zip(batch["path"], batch["synthetic_mask"]):
                 fg = torch.from_numpy(dm.foreground[path])
@@ -293,7 +293,7 @@ def epochs_by_path(dm: AnomalyDataModule, epochs: int = 2) -> dict:
     loader = dm.train_dataloader()
     out = {}
     for epoch in range(epochs):
-        loader.sampler.set_epoch(epoch)  # what Lightning does before each epoch
+        loader.batch_sampler.sampler.set_epoch(epoch)  # what Lightning does before each epoch
         for batch in loader:
             for i, path in enumerate(batch["path"]):
                 out[epoch, path] = (batch["augmented"][i], batch["synthetic_mask"][i])
@@ -337,8 +337,8 @@ def test_epoch_and_seed_change_the_anomalies_and_the_image_stays_normal(tmp_path
     loader = dm_for(tmp_path)
     loader.setup()
     counted = loader.train_dataloader()
-    assert [e for _, e in list(counted.sampler)[:1]] == [0]
-    assert {e for _, e in counted.sampler} == {1}
+    assert [e for _, e in list(counted.batch_sampler.sampler)[:1]] == [0]
+    assert {e for _, e in counted.batch_sampler.sampler} == {1}
     # the normal image is untouched, and where the mask is 0 the damaged one equals it
     plain = AnomalyDataModule({"name": "mvtec", "root": str(tmp_path), "category": "bottle"},
                               image_size=32, batch_size=3, seed=7)  # fmt: skip
@@ -364,7 +364,7 @@ def test_train_batches_carry_the_synthesis_keys(tmp_path):
     assert batch["synthetic_mask"].shape == (3, 1, 32, 32)
     assert batch["synthetic_mask"].dtype == torch.float32
     assert "augmented" not in next(iter(dm.test_dataloader()))
-    assert isinstance(dm.train_dataloader().sampler, EpochSampler)
+    assert isinstance(dm.train_dataloader().batch_sampler.sampler, EpochSampler)
 
 
 def test_unit_and_normalise_split_finish():
