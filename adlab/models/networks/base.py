@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
+from adlab.models.features import build
 from adlab.scoring import anomaly_maps, image_scores
 
 DEFAULT_SCORING = {"combine": "sum", "sigma": 4.0}
@@ -57,6 +58,14 @@ class AnomalyNetwork(nn.Module):
     def forward(self, images: Tensor) -> AnomalyOutput:
         maps = anomaly_maps(self.feature_pairs(images), tuple(images.shape[-2:]), **self.scoring)
         return AnomalyOutput(maps, image_scores(maps))
+
+    def assemble(self, teacher: nn.Module, fusion, student) -> None:
+        """The usual parts: a frozen `teacher`, and `fusion` and `student` built from its feature
+        description (adlab.models.features.build: a composition error names the group)."""
+        self.teacher = teacher
+        self.freeze("teacher")
+        self.fusion = build(fusion, teacher.features, "fusion")
+        self.student = build(student, teacher.features, "student")
 
     def freeze(self, name: str) -> None:
         """Stop gradients into the child `name` and keep it in eval mode (fixed BatchNorm)."""

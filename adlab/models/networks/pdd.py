@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adlab.models.features import CompositionError, build
+from adlab.models.features import CompositionError
 from adlab.models.fusion.pdd_fusion import PDDFeatures
 from adlab.models.networks.base import AnomalyNetwork
 from adlab.models.students.dual_prior import StudentOutputs
@@ -35,11 +35,8 @@ class PDDNetwork(AnomalyNetwork):
                 "PDD needs teacher=vmamba_wrn50 (adlab.models.teachers.dual.DualTeacher), got "
                 f"{type(teacher).__name__}"
             )
-        self.teacher = teacher
-        self.freeze("teacher")
+        self.assemble(teacher, fusion, student)
         self.input_divisor = max(teacher.features.strides[-1], 32)
-        self.fusion = build(fusion, teacher.features, "fusion")
-        self.student = build(student, teacher.features, "student")
         if getattr(self.student, "needs_priors", False) and self.fusion.mpa is None:
             raise CompositionError(
                 f"student.students={self.student.students!r} adds manifold priors: set "

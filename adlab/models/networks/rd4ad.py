@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adlab.models.features import build
 from adlab.models.networks.base import AnomalyNetwork
 
 
@@ -24,10 +23,7 @@ class RD4ADNetwork(AnomalyNetwork):
         scoring: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(scoring)
-        self.teacher = teacher
-        self.freeze("teacher")
-        self.fusion = build(fusion, teacher.features, "fusion")
-        self.student = build(student, teacher.features, "student")
+        self.assemble(teacher, fusion, student)
         self.input_divisor = teacher.features.strides[-1] * 2  # OCBE halves the coarsest tap
 
     def distill(self, targets: list[Tensor]) -> list[Tensor]:
