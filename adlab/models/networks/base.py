@@ -74,8 +74,13 @@ class AnomalyNetwork(nn.Module):
             self._references.append(name)
         self.register_buffer(name, value, persistent=True)
 
+    def references(self) -> dict[str, Tensor]:
+        """The reference buffers by name (what a checkpoint carries of the support set)."""
+        return {name: getattr(self, name) for name in self._references}
+
     def has_references(self) -> bool:
-        return bool(self._references)
+        """Whether references are stored (a registered buffer may still be empty)."""
+        return any(getattr(self, name).numel() > 0 for name in self._references)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401
         # Reference buffers take the stored shape (k supports of any size) before loading.
