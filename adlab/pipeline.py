@@ -24,8 +24,10 @@ from adlab.callbacks.timing import PhaseTimer
 from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.data.batch import BATCH_KEY_SOURCES
+from adlab.data.lodo import with_protocol
 from adlab.methods.base import DistillationMethod, with_model_prefix
 from adlab.models.features import CompositionError
+from adlab.reference_tests import store_references, test_per_reference_set
 from adlab.tracking import finish_wandb, make_loggers
 
 log = logging.getLogger("adlab")
@@ -34,6 +36,7 @@ log = logging.getLogger("adlab")
 MODEL_GROUPS = ("method", "teacher", "fusion", "student")
 MODEL_KEYS = (*MODEL_GROUPS, "method_name", "image_size")
 TRANSFORM_KEYS = ("crop_size", "resample", "normalize")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class ConfigError(ValueError):
@@ -42,7 +45,8 @@ class ConfigError(ValueError):
 
 # --- building ---------------------------------------------------------------------------------
 def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
-    return AnomalyDataModule(
+    """The dataset's datamodule, or with protocol=lodo the one that trains on the other members."""
+    target = AnomalyDataModule(
         dataset=cfg.dataset,
         sampler=cfg.sampler,
         image_size=cfg.image_size,
@@ -54,6 +58,9 @@ def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
     )
+    protocol = OmegaConf.select(cfg, "protocol", default=None)
+    protocol = OmegaConf.to_container(protocol, resolve=True) if protocol is not None else None
+    return with_protocol(target, protocol, CONF_DIR / "dataset")
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
@@ -191,18 +198,21 @@ def checkpoint_callback(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelChe
     return ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
 
 
-def prepare_references(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
-    """Hand a few-shot method its reference images before testing (computed on its device in
-    on_test_start); a checkpoint's stored references are used when the data gives none."""
-    if not method.references_needed:
-        return
-    images = datamodule.reference_images()
-    if images is None and not method.model.has_references():
+def check_references(method: DistillationMethod, datamodule, training: bool = True) -> None:
+    """Before training or testing: a few-shot method needs support sets (or stored ones); a
+    method that trains on the k-shot draw itself takes one seed per run."""
+    sets = datamodule.reference_sets()
+    if method.references_needed and not sets and not method.model.has_references():
         raise ConfigError(
             f"{type(method).__name__} scores against reference images, but sampler="
             f"{datamodule.sampler.get('name')} gives none: use sampler=kshot"
         )
-    method.reference_images = images
+    if training and not method.references_needed and len(sets) > 1:
+        raise ConfigError(
+            f"{type(method).__name__} trains on the k-shot images themselves, one model per "
+            f"draw, but sampler.seeds={[s.seed for s in sets]} asks for {len(sets)}: run one "
+            "job per seed (-m sampler.seeds=[0],[1],[2]); adlab.report averages them."
+        )
 
 
 def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
@@ -214,6 +224,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
     datamodule.setup()
     method = build_method(cfg)
     check_batch_keys(method, datamodule)
+    check_references(method, datamodule)
     config = OmegaConf.to_container(cfg, resolve=True)
     provenance = {
         "git": git_revision(),
@@ -238,10 +249,9 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
             ckpt_path=cfg.ckpt_path,
         )
         tested = ckpt.best_model_path if cfg.select == "best_val" else None
-        prepare_references(method, datamodule)
-        trainer.test(
-            method, dataloaders=datamodule.test_dataloader(), ckpt_path=tested, verbose=False
-        )
+        per_set = test_per_reference_set(trainer, method, datamodule, loggers, run_dir, tested)
+        if method.references_needed:
+            store_references(Path(tested or run_dir / "checkpoints" / "last.ckpt"), method)
         results = write_outputs(
             cfg,
             run_dir,
@@ -255,6 +265,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
             selected=tested or "last",
             epochs=trainer.current_epoch,
             checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
+            **per_set,
         )
     finally:
         finish_wandb(loggers)
@@ -270,6 +281,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     method = method_from_checkpoint(ckpt, cfg)
+    check_references(method, datamodule, training=False)
     config = OmegaConf.to_container(cfg, resolve=True)
     provenance = {
         "git": git_revision(),
@@ -282,11 +294,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
     args.pop("max_epochs", None)
     trainer = pl.Trainer(**args, logger=loggers, callbacks=[timer], default_root_dir=str(run_dir))
     try:
-        prepare_references(method, datamodule)
-        trainer.test(method, dataloaders=datamodule.test_dataloader(), verbose=False)
+        per_set = test_per_reference_set(trainer, method, datamodule, loggers, run_dir)
         results = write_outputs(
             cfg, run_dir, method, loggers, timer, provenance, config, started,
-            overrides=overrides or [],
+            overrides=overrides or [], **per_set,
         )  # fmt: skip
     finally:
         finish_wandb(loggers)

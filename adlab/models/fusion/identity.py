@@ -15,11 +15,11 @@ class LastTap(nn.Module):
 
     @classmethod
     def from_features(cls, features: Features) -> LastTap:
-        """The last tap must be the code a reverse decoder expects after the target taps:
+        """The last tap must be the code a reverse decoder expects after three target taps:
         twice the channels of the tap before it at half its resolution (a ResNet's layer4)."""
         taps = features.taps
         if (
-            len(taps) < 2
+            len(taps) < 4  # three distillation targets and the code
             or taps[-1].channels != 2 * taps[-2].channels
             or (taps[-1].stride != 2 * taps[-2].stride)
         ):
