@@ -160,7 +160,8 @@ def lodo(tmp_path: Path, target: str = "d24fad_his", **protocol) -> LodoDataModu
     members = list(roots)
     config = {**LODO, "members": members, "roots": {k: str(v) for k, v in roots.items()}}
     config.update(protocol)
-    target_dm = AnomalyDataModule(dataset=dataset(target, roots.get(target, tmp_path / "t")),
+    # the target's folder comes from protocol.roots too (dataset.root points nowhere)
+    target_dm = AnomalyDataModule(dataset=dataset(target, tmp_path / "not-here"),
                                   sampler=kshot(seeds=[0, 1]), image_size=32, normalize="none",
                                   batch_size=4, seed=7)  # fmt: skip
     return with_protocol(target_dm, config, CONF / "dataset")

@@ -69,7 +69,7 @@ class LodoDataModule:
         self.target = target
         self.resample = str(protocol.get("resample", "never"))
         self.drop_last = bool(protocol.get("drop_last", True))
-        roots = dict(protocol.get("roots") or {})
+        roots = {k: v for k, v in (protocol.get("roots") or {}).items() if v}
         configs = [member_config(m, dataset_dir) for m in protocol.get("members") or []]
         names = [c["name"] for c in configs]
         target_name = target.config.get("name")
@@ -79,6 +79,8 @@ class LodoDataModule:
                 "be one of the members (it is left out of training); add it to protocol.members "
                 "or pick one of them as dataset=."
             )
+        if target_name in roots:  # one place for all five folders, whichever is the target
+            target.config["root"] = roots[target_name]
         self.configs = {
             c["name"]: {**c, **({"root": roots[c["name"]]} if c["name"] in roots else {})}
             for c in configs
