@@ -19,11 +19,13 @@ from adlab.data.samplers import seeds_of, select_train
 
 @dataclass(frozen=True)
 class SupportSet:
-    """One support set: its label in results ("seed3" or "support_dir"), seed and images."""
+    """One support set: its label in results ("seed3" or "support_dir"), seed, images and the
+    folder they were read from (None when drawn from the training normals)."""
 
     label: str
     seed: int | None
     samples: tuple[Sample, ...]
+    folder: str | None = None
 
     @property
     def files(self) -> list[str]:
@@ -40,7 +42,8 @@ def support_sets(
     folder = sampler.get("support_dir")
     if folder:
         category = pool[0].category if pool else ""
-        sets = [SupportSet("support_dir", None, tuple(read_support_dir(folder, sampler, category)))]
+        files = tuple(read_support_dir(folder, sampler, category))
+        sets = [SupportSet("support_dir", None, files, str(folder))]
     else:
         sets = [
             SupportSet(
@@ -83,8 +86,10 @@ def _digest(path: str) -> str:
 
 
 def check_not_in_test(sets: Sequence[SupportSet], test: Sequence[Sample]) -> None:
-    """No support image may be a test image: not the same file, nor a copy of one (compared by
-    content among the test files of the same size)."""
+    """No support image may be a test image: not the same file, nor, for a support_dir (files
+    from outside the dataset), a copy of one (compared by content among test files of the same
+    size). Drawn sets come from the training folder; byte-identical train and test files there
+    are the benchmark's own business."""
     by_size: dict[int, list[str]] = {}
     for sample in test:
         by_size.setdefault(os.path.getsize(sample.path), []).append(sample.path)
@@ -104,7 +109,7 @@ def check_not_in_test(sets: Sequence[SupportSet], test: Sequence[Sample]) -> Non
                     "supports must be normal training images of the target."
                 )
             same_size = by_size.get(os.path.getsize(sample.path), [])
-            if same_size:
+            if same_size and support.folder is not None:
                 digest = _digest(sample.path)
                 copy = next((p for p in same_size if known(p) == digest), None)
                 if copy is not None:
