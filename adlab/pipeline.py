@@ -27,9 +27,12 @@ from adlab.callbacks.timing import PhaseTimer
 from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.data.batch import BATCH_KEY_SOURCES
+from adlab.data.lodo import with_protocol
 from adlab.data.synthesis import checkpoint_epoch
 from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
 from adlab.models.features import CompositionError
+from adlab.paths import CONF_DIR
+from adlab.reference_tests import store_references, test_per_reference_set
 from adlab.tracking import finish_wandb, make_loggers
 
 log = logging.getLogger("adlab")
@@ -46,7 +49,8 @@ class ConfigError(ValueError):
 
 # --- building ---------------------------------------------------------------------------------
 def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
-    return AnomalyDataModule(
+    """The dataset's datamodule, or with protocol=lodo the one that trains on the other members."""
+    target = AnomalyDataModule(
         dataset=cfg.dataset,
         sampler=cfg.sampler,
         image_size=cfg.image_size,
@@ -60,6 +64,9 @@ def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
         allow_one_class=cfg.eval.get("allow_one_class", False),
         synthesis=cfg.get("synthesis"),
     )
+    protocol = OmegaConf.select(cfg, "protocol", default=None)
+    protocol = OmegaConf.to_container(protocol, resolve=True) if protocol is not None else None
+    return with_protocol(target, protocol, Path(CONF_DIR) / "dataset")
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
@@ -205,18 +212,21 @@ def best_checkpoint(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpo
     )
 
 
-def prepare_references(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
-    """Hand a few-shot method its reference images before testing (computed on its device in
-    on_test_start); a checkpoint's stored references are used when the data gives none."""
-    if not method.references_needed:
-        return
-    images = datamodule.reference_images()
-    if images is None and not method.model.has_references():
+def check_references(method: DistillationMethod, datamodule, training: bool = True) -> None:
+    """Before training or testing: a few-shot method needs support sets (or stored ones); a
+    method that trains on the k-shot draw itself takes one seed per run."""
+    sets = datamodule.reference_sets()
+    if method.references_needed and not sets and not method.model.has_references():
         raise ConfigError(
             f"{type(method).__name__} scores against reference images, but sampler="
             f"{datamodule.sampler.get('name')} gives none: use sampler=kshot"
         )
-    method.reference_images = images
+    if training and not method.references_needed and len(sets) > 1:
+        raise ConfigError(
+            f"{type(method).__name__} trains on the k-shot images themselves, one model per "
+            f"draw, but sampler.seeds={[s.seed for s in sets]} asks for {len(sets)}: run one "
+            "job per seed (-m sampler.seeds=[0],[1],[2]); adlab.report averages them."
+        )
 
 
 def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
@@ -228,6 +238,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
     datamodule.setup()
     method = build_method(cfg)
     check_batch_keys(method, datamodule)
+    check_references(method, datamodule)
     config = OmegaConf.to_container(cfg, resolve=True)
     provenance = {
         "git": git_revision(),
@@ -270,10 +281,9 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
             )
             raise
         tested = best.best_model_path if best is not None else None
-        prepare_references(method, datamodule)
-        trainer.test(
-            method, dataloaders=datamodule.test_dataloader(), ckpt_path=tested, verbose=False
-        )
+        per_set = test_per_reference_set(trainer, method, datamodule, loggers, run_dir, tested)
+        if method.references_needed:
+            store_references(Path(tested or last.path), method)
         results = write_outputs(
             *outputs,
             status="completed",
@@ -281,6 +291,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
             selected=tested or "last",
             epochs=trainer.current_epoch,
             checkpoint=str(last.path),
+            **per_set,
         )
     finally:
         finish_wandb(loggers)
@@ -296,6 +307,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     method = method_from_checkpoint(ckpt, cfg)
+    check_references(method, datamodule, training=False)
     config = OmegaConf.to_container(cfg, resolve=True)
     provenance = {
         "git": git_revision(),
@@ -308,8 +320,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
     args.pop("max_epochs", None)
     trainer = pl.Trainer(**args, logger=loggers, callbacks=[timer], default_root_dir=str(run_dir))
     try:
-        prepare_references(method, datamodule)
-        trainer.test(method, dataloaders=datamodule.test_dataloader(), verbose=False)
+        per_set = test_per_reference_set(trainer, method, datamodule, loggers, run_dir)
         results = write_outputs(
             cfg,
             run_dir,
@@ -321,6 +332,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
             started,
             status="completed",
             overrides=overrides or [],
+            **per_set,
         )
     finally:
         finish_wandb(loggers)

@@ -3,14 +3,15 @@
     python -m adlab.report multirun/2026-11-24/10-00-00                 # markdown to stdout
     python -m adlab.report multirun/... --metrics image_auroc aupro --csv table.csv
 
-Rows are methods, columns datasets (with the category when there is one); a cell is the mean over
-seeds in percent, with the standard deviation when several seeds ran. A multi-class run (one model
-for several categories, e.g. Uni-Medical) gives one column per category, so the row mean is the
-mean over classes that multi-class tables report; --pooled shows its pooled metric instead.
-Runs are grouped by every override except `seed` (and the row and column keys): a sweep over
-`sampler.shots=2,4,8` or `method.optimizer.lr=...` gives one row per value, labelled with the keys
-that differ, and the mean and std of a cell are over seeds only. Failed jobs (no results.json)
-are listed so that a partial sweep is never mistaken for a complete one.
+Rows are methods, columns datasets (with the category when there is one, and the shots of a k-shot
+run); a cell is the mean over seeds in percent, with the standard deviation when several seeds
+ran; a few-shot run tested against several support sets counts each set as a seed. A multi-class
+run (one model for several categories, e.g. Uni-Medical) gives one column per category, so the
+row mean is the mean over classes that multi-class tables report; --pooled shows its pooled
+metric instead. Runs are grouped by every override except the seeds (and the row and column
+keys): a sweep over `method.optimizer.lr=...` gives one row per value, labelled with the keys that
+differ, and the mean and std of a cell are over seeds only. Failed jobs (no results.json) are
+listed so that a partial sweep is never mistaken for a complete one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 # Overrides that never define a row: the seed (averaged over), the row and column keys
 # themselves, and settings that do not change the numbers (with everything under them).
-NOT_GROUPED = ("seed", "method", "dataset", "dataset.category", "trainer.enable_progress_bar")
+NOT_GROUPED = (
+    "seed",
+    "sampler.seeds",
+    "method",
+    "dataset",
+    "dataset.category",
+    "sampler.shots",
+    "trainer.enable_progress_bar",
+)
 NOT_GROUPED_UNDER = ("hydra", "logger")
 
 
@@ -77,10 +86,14 @@ def label_variants(results: list[dict]) -> None:
 
 
 def dataset_label(result: dict) -> str:
-    dataset = result.get("config", {}).get("dataset", {})
+    """name[/category], with the number of shots of a k-shot run (one column per k)."""
+    config = result.get("config", {})
+    dataset = config.get("dataset", {})
     name = dataset.get("name", "?")
     category = dataset.get("category")
-    return f"{name}/{category}" if category else name
+    label = f"{name}/{category}" if category else name
+    sampler = config.get("sampler") or {}
+    return f"{label} ({sampler.get('shots')}-shot)" if sampler.get("name") == "kshot" else label
 
 
 def method_label(result: dict) -> str:
@@ -92,7 +105,11 @@ def method_label(result: dict) -> str:
 
 
 def values_of(result: dict, metric: str, pooled: bool = False) -> list[tuple[str, float | None]]:
-    """(column, value) pairs of one result: per category for a multi-class run unless pooled."""
+    """(column, value) pairs of one result: per category for a multi-class run unless pooled;
+    one per support set of a few-shot run tested on several (so a cell is mean ± std over them)."""
+    sets = result.get("support_sets") or []
+    if len(sets) > 1:
+        return [(dataset_label(result), s.get("metrics", {}).get(metric)) for s in sets]
     per_category = {
         c: v for c, v in (result.get("metrics_per_category") or {}).items() if c != "category_mean"
     }

@@ -179,10 +179,10 @@ def test_a_method_whose_data_lacks_a_batch_key_fails_before_training(tmp_path, m
 
 
 # --- report grouping -------------------------------------------------------------------------
-def _result(root: Path, name: str, seed: int, shots: int, auroc: float) -> None:
+def _result(root: Path, name: str, seed: int, lr: float, auroc: float) -> None:
     job = root / name
     (job / ".hydra").mkdir(parents=True)
-    overrides = [f"seed={seed}", f"sampler.shots={shots}", "method=rd4ad", "dataset=headct"]
+    overrides = [f"seed={seed}", f"method.optimizer.lr={lr}", "method=rd4ad", "dataset=headct"]
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     payload = {
         "method": "rd4ad",
@@ -193,11 +193,11 @@ def _result(root: Path, name: str, seed: int, shots: int, auroc: float) -> None:
 
 
 def test_report_groups_by_every_override_but_the_seed(tmp_path, capsys):
-    values = {(0, 2): 0.70, (1, 2): 0.80, (0, 4): 0.90, (1, 4): 0.94}
-    for i, ((seed, shots), auroc) in enumerate(values.items()):
-        _result(tmp_path, str(i), seed, shots, auroc)
+    values = {(0, 0.01): 0.70, (1, 0.01): 0.80, (0, 0.001): 0.90, (1, 0.001): 0.94}
+    for i, ((seed, lr), auroc) in enumerate(values.items()):
+        _result(tmp_path, str(i), seed, lr, auroc)
     assert report_main([str(tmp_path), "--metrics", "image_auroc"]) == 0
     out = capsys.readouterr().out
-    # one row per shots value; mean and sample std over the two seeds only
-    assert "| rd4ad (wrn50) [sampler.shots=2] | 75.0 ± 7.1 (n=2) | 75.0 |" in out
-    assert "| rd4ad (wrn50) [sampler.shots=4] | 92.0 ± 2.8 (n=2) | 92.0 |" in out
+    # one row per learning rate; mean and sample std over the two seeds only
+    assert "| rd4ad (wrn50) [method.optimizer.lr=0.01] | 75.0 ± 7.1 (n=2) | 75.0 |" in out
+    assert "| rd4ad (wrn50) [method.optimizer.lr=0.001] | 92.0 ± 2.8 (n=2) | 92.0 |" in out

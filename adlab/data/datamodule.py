@@ -31,6 +31,7 @@ from adlab.data.readers.elpv import package_root
 from adlab.data.records import DatasetError, Sample
 from adlab.data.resumable import ResumableBatchSampler, ResumableLoader
 from adlab.data.samplers import carve_validation, select_train
+from adlab.data.support import SupportSet, support_sets
 from adlab.data.synthesis import EpochSampler, PerlinAnomalies, build_anomalies, enabled
 from adlab.data.synthesis.anomalies import check_config
 from adlab.data.synthesis.foreground import foreground_mask, method_for, warn_without_opencv
@@ -115,6 +116,8 @@ class AnomalyDataModule:
         self.fingerprint = ""
         self.root = ""
         self.has_masks = False
+        self.support: list[SupportSet] = []  # sampler=kshot: the target's support sets
+        self.pool_size = 0  # training normals the support sets are drawn from
         self._cache: ImageCache | None = None
         self._datasets: list[AnomalyDataset] = []
 
@@ -148,6 +151,8 @@ class AnomalyDataModule:
         self.fingerprint = fingerprint(samples, self.root)  # the files actually used
         self.splits = self._split(samples)
         self._check_test_classes()
+        outside = [s for s in self.splits["train"] if s.path not in cache.sizes]
+        raise_for_bad_files(cache.load(outside, workers), skip=False)  # support_dir files
         self.has_masks = any(s.mask for s in self.splits["test"])
         self._cache = cache
         if enabled(self.synthesis):
@@ -248,7 +253,11 @@ class AnomalyDataModule:
             train, valid = carve_validation(train, fraction, self.seed)
         if self.config.get("val_from_test"):  # explicit opt-in only: the test set itself
             valid = list(test)
-        train = select_train(train, self.sampler)
+        # k-shot: the support sets (per seed, or a support_dir); a method without supports
+        # trains on the first, so RD4AD k-shot and D24FAD's test of that seed share the images.
+        self.pool_size = len(train)
+        self.support = support_sets(train, test, self.sampler)
+        train = list(self.support[0].samples) if self.support else select_train(train, self.sampler)
         return {"train": train, "valid": sorted(valid, key=lambda s: s.path), "test": test}
 
     def _foreground_masks(self, samples: list[Sample], workers: int) -> dict[str, np.ndarray]:
@@ -324,14 +333,18 @@ class AnomalyDataModule:
             keys |= {"augmented", "synthetic_mask"}
         return keys
 
-    def reference_images(self) -> torch.Tensor | None:
-        """The support images few-shot methods score test images against (None without a
-        support split)."""
-        support = self.splits.get("support")
-        if not support:
+    def reference_images(self, support: SupportSet | None = None) -> torch.Tensor | None:
+        """The images of a support set (default: the first) that few-shot methods score test
+        images against; None without sampler=kshot."""
+        support = support or (self.support[0] if self.support else None)
+        if support is None:
             return None
-        dataset = AnomalyDataset(support, self._cache)
+        dataset = AnomalyDataset(support.samples, self._cache)
         return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+
+    def reference_sets(self) -> list[SupportSet]:
+        """Every support set a few-shot method is tested against (one test per set)."""
+        return list(self.support)
 
     def summary(self) -> dict[str, Any]:
         """Counts per split and label, masks found and the fingerprint (check's JSON line)."""

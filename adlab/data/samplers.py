@@ -10,8 +10,9 @@ from adlab.data.records import DatasetError, Sample
 
 
 def select_train(samples: list[Sample], sampler: Mapping[str, Any]) -> list[Sample]:
-    """Apply the sampler config ({name: full} or {name: kshot, shots, seed}) to the training
-    normals. k-shot draws per category, so a multi-class set gets k images of each class."""
+    """Apply the sampler config ({name: full} or {name: kshot, shots, seeds}) to the training
+    normals: k-shot draws by the first seed, per category, so a multi-class set gets k images of
+    each class."""
     name = sampler.get("name", "full")
     if name == "full":
         return list(samples)
@@ -20,7 +21,7 @@ def select_train(samples: list[Sample], sampler: Mapping[str, Any]) -> list[Samp
     shots = int(sampler.get("shots", 0))
     if shots < 1:
         raise DatasetError(f"sampler.shots={shots} must be a positive number of images.")
-    rng = random.Random(int(sampler.get("seed", 0)))
+    rng = random.Random(first_seed(sampler))
     chosen: list[Sample] = []
     for category in sorted({s.category for s in samples}):
         pool = sorted((s for s in samples if s.category == category), key=lambda s: s.path)
@@ -31,6 +32,23 @@ def select_train(samples: list[Sample], sampler: Mapping[str, Any]) -> list[Samp
             )
         chosen.extend(rng.sample(pool, shots))
     return sorted(chosen, key=lambda s: s.path)
+
+
+def seeds_of(sampler: Mapping[str, Any]) -> list[int]:
+    """sampler.seeds as a list of ints (configs before it had one `seed`)."""
+    seeds = sampler.get("seeds", [sampler.get("seed", 0)])
+    seeds = [seeds] if isinstance(seeds, int | str) else list(seeds)
+    try:
+        out = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        out = []
+    if not out:
+        raise DatasetError(f"sampler.seeds={seeds!r} must be a non-empty list of integers.")
+    return out
+
+
+def first_seed(sampler: Mapping[str, Any]) -> int:
+    return seeds_of(sampler)[0]
 
 
 def carve_validation(

@@ -121,6 +121,7 @@ class DistillationMethod(pl.LightningModule):
         self.evaluator: AnomalyEvaluator | None = None
         self._val_evaluator: AnomalyEvaluator | None = None
         self.reference_images: Tensor | None = None  # set by the pipeline before testing
+        self.test_prefix = "test"  # test/<support set> while testing one of several sets
 
     # --- what a method defines -------------------------------------------------------------
     def training_loss(self, batch: dict) -> dict[str, Tensor]:
@@ -323,14 +324,15 @@ class DistillationMethod(pl.LightningModule):
         """Pooled metrics as test/<metric>; a multi-class test set adds test/<category>/<metric>
         and test/category_mean/<metric> (the mean over classes that multi-class tables report)."""
         self.test_results = {k: float(v) for k, v in self.evaluator.compute().items()}
-        logged = {f"test/{k}": v for k, v in self.test_results.items()}
+        prefix = self.test_prefix
+        logged = {f"{prefix}/{k}": v for k, v in self.test_results.items()}
         self.test_results_by_category = {}
         if len(self.evaluator.categories) > 1:
             by_cat = self.evaluator.compute_by_category()
             by_cat["category_mean"] = category_mean(by_cat)
             self.test_results_by_category = by_cat
             for cat, values in by_cat.items():
-                logged.update({f"test/{cat}/{k}": float(v) for k, v in values.items()})
+                logged.update({f"{prefix}/{cat}/{k}": float(v) for k, v in values.items()})
         self.log_dict(logged)
 
     def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:

@@ -86,8 +86,17 @@ class AnomalyNetwork(nn.Module):
             raise KeyError(f"{type(self).__name__}.reference_names has no {name!r}")
         self.register_buffer(name, value, persistent=True)
 
+    def references(self) -> dict[str, Tensor]:
+        """The stored reference buffers by name (what a checkpoint carries of the support set)."""
+        return {
+            name: value
+            for name in self.reference_names
+            if (value := getattr(self, name)) is not None and value.numel() > 0
+        }
+
     def has_references(self) -> bool:
-        return any(getattr(self, n) is not None for n in self.reference_names)
+        """Whether reference tensors are stored (set_references ran or a checkpoint held them)."""
+        return bool(self.references())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Reference buffers take the stored shape (k supports of any size) before loading.
