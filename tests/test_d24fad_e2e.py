@@ -119,3 +119,20 @@ def test_fewshot_bad_inputs_fail_before_training(tmp_path):
         proc = adlab("adlab.run", *LODO, "logger=none", *override, cwd=tmp_path, check=False)
         assert proc.returncode != 0 and message in proc.stderr, (message, proc.stderr[-2000:])
         assert "Trainer.fit" not in proc.stdout + proc.stderr
+
+
+def test_predict_scores_new_images_with_the_stored_support_set(lodo_run, tmp_path):
+    """adlab.predict needs no support images: the checkpoint's set (seed 0) scores the target's
+    test folder exactly as the run's test phase did."""
+    from sklearn.metrics import roc_auc_score
+
+    test_dir = lodo_run.parent / "data" / "d24fad_his" / "test"
+    out = tmp_path / "pred"
+    adlab("adlab.predict", f"ckpt={lodo_run / 'checkpoints' / 'last.ckpt'}",
+          f"input={test_dir}", f"output={out}", cwd=lodo_run.parent)  # fmt: skip
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    labels = [int(Path(r["path"]).parent.name != "good") for r in rows]
+    assert 0 < sum(labels) < len(labels)
+    auroc = roc_auc_score(labels, [float(r["score"]) for r in rows])
+    results = json.loads((lodo_run / "results.json").read_text())
+    assert auroc == pytest.approx(results["support_sets"][0]["metrics"]["image_auroc"], abs=1e-6)
