@@ -15,6 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -84,9 +85,13 @@ def build_method(cfg: DictConfig) -> DistillationMethod:
             _recursive_=False,
             _convert_="all",
         )
-    except CompositionError as err:
+    except (CompositionError, InstantiationException) as err:
+        # Hydra wraps what the target raises; a CompositionError is the config's fault.
+        cause = err if isinstance(err, CompositionError) else err.__cause__
+        if not isinstance(cause, CompositionError):
+            raise
         groups = ", ".join(f"{g}={c}" for g, c in group_choices(cfg).items())
-        raise ConfigError(f"these groups do not compose ({groups}): {err}") from err
+        raise ConfigError(f"these groups do not compose ({groups}): {cause}") from cause
     check_input_size(cfg, method.input_divisor)
     method.run_config = OmegaConf.to_container(cfg, resolve=True)
     return method
