@@ -4,7 +4,11 @@ how many steps), and composition from the configs (tiny random ResNet18 teachers
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,3 +340,49 @@ def test_plain_encoder_and_wrong_student_through_the_configs():
     assert method.weights_sources() == {"expert": "random", "teacher": "random"}
     with pytest.raises(ConfigError, match="student=skip_decoder"):
         build_method(_compose(*TINY, "student=rd_decoder"))
+
+
+@pytest.mark.e2e
+def test_evaluate_entry_point_scores_a_trained_urd_checkpoint(tmp_path):
+    """One Lightning iteration, its checkpoint, then `python -m adlab.evaluate ckpt=...`."""
+    method = build_method(_compose(*TINY))
+    items = [{k: v[i] for k, v in _batch(n=2).items()} for i in range(2)]
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(method, train_dataloaders=DataLoader(items, batch_size=2, collate_fn=collate))
+    ckpt = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = tmp_path / "eval"
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    args = [
+        f"ckpt={ckpt}",
+        "dataset=synthetic",
+        f"dataset.root={tmp_path / 'data'}",
+        "dataset.n_train=4",
+        "dataset.n_test_normal=4",
+        "dataset.n_test_anomalous=4",
+        "logger=none",
+        "eval.n_visuals=2",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "adlab.evaluate", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["method"]["_target_"] == "adlab.methods.urd.URD"
+    assert results["config"]["teacher"]["expert"]["pretrained"] is False
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert 0.0 <= results["metrics"][key] <= 1.0, results["metrics"]

@@ -80,7 +80,7 @@ class URD(DistillationMethod):
         s_damaged = self.model.distill(t_damaged)
         return student_losses(s_normal, s_damaged, t_normal, e_normal)
 
-    def _update(self, optimizer, loss: Tensor) -> None:
+    def _optimise(self, optimizer, loss: Tensor) -> None:
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -89,9 +89,9 @@ class URD(DistillationMethod):
         opt_teacher, opt_student = self.optimizers()
         e_normal = self.expert_features(batch["image"])
         parts = self.teacher_losses(batch, e_normal)
-        self._update(opt_teacher, parts["teacher"])
+        self._optimise(opt_teacher, parts["teacher"])
         parts.update(self.student_losses(batch, e_normal))
-        self._update(opt_student, parts["student"])
+        self._optimise(opt_student, parts["student"])
         parts["loss"] = parts["teacher"].detach() + parts["student"].detach()
         self.log_losses(parts, batch["image"].shape[0])
 
