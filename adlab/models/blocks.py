@@ -97,3 +97,19 @@ def init_resnet_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    """A same-size convolution (no bias), BatchNorm and ReLU: the fusion layers' unit."""
+    conv = conv3x3(cin, cout) if kernel == 3 else conv1x1(cin, cout)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def init_xavier_convs(module: nn.Module) -> None:
+    """Xavier-normal weights on every Conv2d and Linear, as URD's official student is initialised.
+
+    ConvTranspose2d is not a Conv2d subclass, so transposed convolutions keep PyTorch's default
+    initialisation there too."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.xavier_normal_(m.weight)
