@@ -59,6 +59,7 @@ def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
         seed=cfg.seed,
         allow_one_class=cfg.eval.get("allow_one_class", False),
         synthesis=cfg.get("synthesis"),
+        high_bit_depth=cfg.data.get("high_bit_depth", "minmax"),
     )
 
 
