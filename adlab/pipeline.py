@@ -63,6 +63,7 @@ def build_datamodule(cfg: DictConfig) -> AnomalyDataModule:
         seed=cfg.seed,
         allow_one_class=cfg.eval.get("allow_one_class", False),
         synthesis=cfg.get("synthesis"),
+        high_bit_depth=cfg.data.get("high_bit_depth", "minmax"),
     )
     protocol = OmegaConf.select(cfg, "protocol", default=None)
     protocol = OmegaConf.to_container(protocol, resolve=True) if protocol is not None else None

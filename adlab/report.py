@@ -12,6 +12,11 @@ metric instead. Runs are grouped by every override except the seeds (and the row
 keys): a sweep over `method.optimizer.lr=...` gives one row per value, labelled with the keys that
 differ, and the mean and std of a cell are over seeds only. Failed jobs (no results.json) are
 listed so that a partial sweep is never mistaken for a complete one.
+
+Runs of a preset carry its published numbers (`config.paper`, adlab/paper.py): each measured
+method gets a "paper" row and a "Δ" row per measured row (measured - paper, in points). For
+`--metrics code_pdd/image_auroc` the paper row shows the numbers the paper's code measured that
+way, when the preset says so (`paper.code_metrics: pdd`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from adlab.paper import PaperError, check_paper, paper_value
+
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
 
 # Overrides that never define a row: the seed (averaged over), the row and column keys
 # themselves, and settings that do not change the numbers (with everything under them).
+# pdd_ablation names its row itself (method_name pdd_t1s1, ...).
 NOT_GROUPED = (
     "seed",
     "sampler.seeds",
@@ -37,6 +45,7 @@ NOT_GROUPED = (
     "dataset",
     "dataset.category",
     "sampler.shots",
+    "pdd_ablation",
     "trainer.enable_progress_bar",
 )
 NOT_GROUPED_UNDER = ("hydra", "logger")
@@ -142,7 +151,53 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
+def row_mean(cells: dict, method: str, datasets: list[str]) -> float | None:
+    """The mean over a row's columns of the per-column means (None for an empty row)."""
+    means = [statistics.fmean(cells[(method, d)]) for d in datasets if cells.get((method, d))]
+    return statistics.fmean(means) if means else None
+
+
+def paper_blocks(results: list[dict]) -> list[dict]:
+    """The distinct paper blocks of the runs (a preset's published numbers); a malformed one is
+    reported on stderr and left out."""
+    blocks: list[dict] = []
+    for r in results:
+        try:
+            block = check_paper((r.get("config") or {}).get("paper"), "config.paper")
+        except PaperError as err:
+            print(f"warning: {r.get('run_dir', '?')}: {err}", file=sys.stderr)
+            continue
+        if block is not None and block not in blocks:
+            blocks.append(block)
+    return blocks
+
+
+def paper_rows(
+    blocks: list[dict], method: str, labels: list[str], metric: str, datasets: list[str], cells
+) -> list[str]:
+    """The "paper" row of one method and a "Δ" row (measured - paper) per measured variant."""
+    values = [paper_value(blocks, method, metric, d) for d in datasets]
+    mean = paper_value(blocks, method, metric, "mean")
+    if mean is None and values and None not in values:
+        mean = statistics.fmean(values)
+    if mean is None and all(v is None for v in values):
+        return []
+    num = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    diff = lambda a, b: "-" if a is None or b is None else f"{a - b:+.1f}"  # noqa: E731
+    rows = [f"| paper: {method} | " + " | ".join(num(v) for v in values) + f" | {num(mean)} |"]
+    for label in labels:
+        measured = [
+            statistics.fmean(cells[(label, d)]) if cells.get((label, d)) else None for d in datasets
+        ]
+        deltas = [diff(a, b) for a, b in zip(measured, values)]
+        total = diff(row_mean(cells, label, datasets), mean)
+        rows.append(f"| Δ {label} | " + " | ".join(deltas) + f" | {total} |")
+    return rows
+
+
 def markdown(results: list[dict], metrics: list[str], pooled: bool = False) -> str:
+    blocks = paper_blocks(results)
+    names = {method_label(r): r.get("method") or "?" for r in results}
     out = []
     for metric in metrics:
         methods, datasets, cells = table(results, metric, pooled)
@@ -151,13 +206,39 @@ def markdown(results: list[dict], metrics: list[str], pooled: bool = False) -> s
         out.append(f"### {metric} (%)\n")
         out.append("| method | " + " | ".join(datasets) + " | mean |")
         out.append("|---" * (len(datasets) + 2) + "|")
+        groups: dict[str, list[str]] = defaultdict(list)
         for m in methods:
-            row = [fmt(cells.get((m, d), [])) for d in datasets]
-            means = [statistics.fmean(cells[(m, d)]) for d in datasets if cells.get((m, d))]
-            avg = f"{statistics.fmean(means):.1f}" if means else "-"
-            out.append(f"| {m} | " + " | ".join(row) + f" | {avg} |")
+            groups[names[m]].append(m)
+        compared = False
+        for method, labels in groups.items():
+            for m in labels:
+                row = [fmt(cells.get((m, d), [])) for d in datasets]
+                avg = row_mean(cells, m, datasets)
+                out.append(
+                    f"| {m} | " + " | ".join(row) + f" | {'-' if avg is None else f'{avg:.1f}'} |"
+                )
+            extra = paper_rows(blocks, method, labels, metric, datasets, cells)
+            out.extend(extra)
+            compared |= bool(extra)
+        if compared:
+            out.append("")
+            out.extend(paper_notes(blocks, metric))
         out.append("")
     return "\n".join(out)
+
+
+def paper_notes(blocks: list[dict], metric: str) -> list[str]:
+    """Where the paper rows come from, and which code's metric produced them."""
+    lines = []
+    for block in blocks:
+        line = f"paper: {block['source']}; Δ = measured - paper (points)."
+        code = block.get("code_metrics")
+        if code and not metric.startswith("code_"):
+            line += (
+                f" The paper's numbers come from its code's metrics: compare code_{code}/{metric}."
+            )
+        lines.append(line)
+    return lines
 
 
 def write_csv(results: list[dict], metrics: list[str], path: Path, pooled: bool = False) -> None:

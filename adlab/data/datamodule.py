@@ -24,7 +24,7 @@ from adlab.data import synthetic
 from adlab.data.batch import BASE_KEYS, collate
 from adlab.data.dataset import AnomalyDataset, ImageCache, default_workers
 from adlab.data.fingerprint import fingerprint
-from adlab.data.io import IMAGE_EXTENSIONS
+from adlab.data.io import IMAGE_EXTENSIONS, check_high_bit_depth
 from adlab.data.readers import get_reader
 from adlab.data.readers.common import unread_files
 from adlab.data.readers.elpv import package_root
@@ -98,8 +98,10 @@ class AnomalyDataModule:
         seed: int = 0,
         allow_one_class: bool = False,
         synthesis: Mapping[str, Any] | None = None,
+        high_bit_depth: str = "minmax",
     ) -> None:
         self.config = as_dict(dataset)
+        self.high_bit_depth = check_high_bit_depth(str(high_bit_depth))
         self.synthesis = as_dict(synthesis)
         if self.synthesis:
             check_config(self.synthesis)
@@ -193,6 +195,7 @@ class AnomalyDataModule:
             keep_pixels=self._use_memory_cache(count),
             decode=verify == "full",
             mask_resize=bool(self.config.get("mask_resize", False)),
+            high_bit_depth=self.high_bit_depth,
         )
 
     def _use_memory_cache(self, count: int) -> bool:

@@ -41,11 +41,13 @@ class ImageCache:
         keep_pixels: bool,
         decode: bool = True,
         mask_resize: bool = False,
+        high_bit_depth: str = "minmax",
     ) -> None:
         self.transform = transform
         self.keep_pixels = keep_pixels
         self.decode = decode
         self.mask_resize = mask_resize
+        self.high_bit_depth = high_bit_depth  # how 16-bit and float images become pixels
         self.images: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
@@ -65,7 +67,7 @@ class ImageCache:
     def _load_one(self, sample: Sample) -> DatasetError | None:
         try:
             if self.keep_pixels:
-                image = read_image(sample.path)
+                image = read_image(sample.path, self.high_bit_depth)
                 self.sizes[sample.path] = image.size
                 self.images[sample.path] = self.transform.resize(image)
             else:
@@ -165,7 +167,7 @@ class AnomalyDataset(Dataset):
         """The cached resized image (C, S, S), decoded now when nothing is cached."""
         resized = self.cache.images.get(sample.path)
         if resized is None:
-            image = read_image(sample.path)
+            image = read_image(sample.path, self.cache.high_bit_depth)
             self.cache.sizes.setdefault(sample.path, image.size)
             resized = self.cache.transform.resize(image)
         return resized

@@ -1,8 +1,11 @@
 """Decode image and mask files of any format the benchmarks use into PIL images.
 
-Every image comes out as 8-bit "L"/"RGB" (cheap to resize and cache) or, for high bit-depth data,
-as a float "F" image in [0, 1] scaled by the image's real value range, so 12-bit CT stored in
-16-bit PNGs is neither clipped nor crushed into the darkest 1/16 of the range.
+Every image comes out as 8-bit "L"/"RGB" (cheap to resize and cache) or, for high bit-depth data
+(16-bit, 32-bit integer, float, DICOM), as data.high_bit_depth says:
+- "minmax" (default): a float "F" image in [0, 1] scaled by the image's own min..max, so 12-bit CT
+  stored in 16-bit PNGs is neither clipped nor crushed into the darkest 1/16 of the range;
+- "clip": what the official codes' PIL `convert("RGB")` does, values saturated to 0..255 and
+  fractions truncated, as an 8-bit "L" image (reproduces their input, detail above 255 is lost).
 """
 
 from __future__ import annotations
@@ -49,6 +52,26 @@ def looks_like_image(path: str | Path) -> bool:
         return False
 
 
+HIGH_BIT_DEPTH = ("minmax", "clip")
+
+
+def check_high_bit_depth(mode: str) -> str:
+    if mode not in HIGH_BIT_DEPTH:
+        raise ValueError(
+            f"data.high_bit_depth={mode!r}: use 'minmax' (each image's min..max to 0..1) or "
+            "'clip' (values above 255 saturate, as the official codes' PIL convert('RGB'))."
+        )
+    return mode
+
+
+def _high_bit_depth(array: np.ndarray, mode: str) -> Image.Image:
+    """A high bit-depth array as minmax ("F" in [0, 1]) or clip ("L", PIL's saturation)."""
+    if mode == "clip":
+        clipped = np.clip(np.asarray(array, dtype=np.float64), 0, 255)
+        return Image.fromarray(clipped.astype(np.uint8))  # "L"; astype truncates, as PIL does
+    return _scale_range(array)
+
+
 def _scale_range(array: np.ndarray) -> Image.Image:
     """Map a high bit-depth array to a float image in [0, 1] by its own min..max."""
     data = array.astype(np.float32)
@@ -57,7 +80,7 @@ def _scale_range(array: np.ndarray) -> Image.Image:
     return Image.fromarray(data, mode="F")
 
 
-def _read_dicom(path: Path) -> Image.Image:
+def _read_dicom(path: Path, high_bit_depth: str = "minmax") -> Image.Image:
     try:
         import pydicom
     except ImportError as exc:
@@ -71,16 +94,16 @@ def _read_dicom(path: Path) -> Image.Image:
         return Image.fromarray(np.clip(data, 0, 255).astype(np.uint8), mode="RGB")
     if data.ndim != 2:
         data = data[data.shape[0] // 2]  # a multi-frame volume: its middle slice
-    return _scale_range(data)
+    return _high_bit_depth(data, high_bit_depth)
 
 
-def _normalise_mode(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to L, RGB or F (high bit-depth)."""
+def _normalise_mode(image: Image.Image, high_bit_depth: str = "minmax") -> Image.Image:
+    """Convert any PIL mode to L, RGB or F (high bit-depth with minmax)."""
     mode = image.mode
     if mode in ("L", "RGB"):
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _scale_range(np.asarray(image))
+        return _high_bit_depth(np.asarray(image), high_bit_depth)
     if mode == "P":
         return (
             image.convert("RGBA").convert("RGB")
@@ -106,16 +129,18 @@ def decoding(path: str | Path) -> Iterator[None]:
         raise DatasetError(f"{path}: cannot decode this image ({exc}).") from exc
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Decode one image to an L, RGB or F image; DatasetError naming the file if it cannot."""
+def read_image(path: str | Path, high_bit_depth: str = "minmax") -> Image.Image:
+    """Decode one image to an L, RGB or F image; DatasetError naming the file if it cannot.
+    high_bit_depth: "minmax" or "clip" for 16-bit, 32-bit and float images (module docstring)."""
+    check_high_bit_depth(high_bit_depth)
     path = Path(path)
     if path.suffix.lower() == ".dcm":
-        return _read_dicom(path)
+        return _read_dicom(path, high_bit_depth)
     with decoding(path), Image.open(path) as image:
         image.load()
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-            return _scale_range(np.array(image))
-        return _normalise_mode(image)
+            return _high_bit_depth(np.array(image), high_bit_depth)
+        return _normalise_mode(image, high_bit_depth)
 
 
 def verify_image(path: str | Path) -> tuple[int, int]:

@@ -17,6 +17,8 @@ from torch import Tensor
 
 from adlab.methods.teacher_cache import TeacherCache
 from adlab.metrics import AnomalyEvaluator
+from adlab.metrics.code_evaluator import CodeMetrics
+from adlab.metrics.code_metrics import check_code_metrics
 from adlab.models.networks.base import AnomalyNetwork
 
 log = logging.getLogger("adlab")
@@ -74,7 +76,13 @@ class Diverged(RuntimeError):
         )
 
 
-DEFAULT_EVAL = {"resolution": "gt", "fpr_limit": 0.3, "pixel_metrics": True, "n_visuals": 8}
+DEFAULT_EVAL = {
+    "resolution": "gt",
+    "fpr_limit": 0.3,
+    "pixel_metrics": True,
+    "n_visuals": 8,
+    "code_metrics": (),
+}
 
 
 class DistillationMethod(pl.LightningModule):
@@ -114,11 +122,13 @@ class DistillationMethod(pl.LightningModule):
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.nonfinite_steps = 0
         self.eval_cfg = {**DEFAULT_EVAL, **dict(evaluation or {})}
+        self.eval_cfg["code_metrics"] = check_code_metrics(self.eval_cfg["code_metrics"])
         self.run_config: dict | None = None  # set by the entry point, stored in checkpoints
         self.test_results: dict[str, float] = {}
         self.test_results_by_category: dict[str, dict[str, float]] = {}
         self.visuals: list[dict[str, Any]] = []
         self.evaluator: AnomalyEvaluator | None = None
+        self.code_metrics: CodeMetrics | None = None  # eval.code_metrics, beside the evaluator
         self._val_evaluator: AnomalyEvaluator | None = None
         self.reference_images: Tensor | None = None  # set by the pipeline before testing
         self.test_prefix = "test"  # test/<support set> while testing one of several sets
@@ -314,16 +324,22 @@ class DistillationMethod(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.evaluator = self._new_evaluator()
+        names = self.eval_cfg["code_metrics"]
+        self.code_metrics = CodeMetrics(names) if names else None
         self.visuals = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         maps, scores = self._update(self.evaluator, batch)
+        if self.code_metrics is not None:  # the same maps, in test-loader order
+            self.code_metrics.update(maps, scores, batch["label"].cpu(), batch.get("mask"))
         self._keep_visuals(batch, maps, scores)
 
     def on_test_epoch_end(self) -> None:
         """Pooled metrics as test/<metric>; a multi-class test set adds test/<category>/<metric>
         and test/category_mean/<metric> (the mean over classes that multi-class tables report)."""
         self.test_results = {k: float(v) for k, v in self.evaluator.compute().items()}
+        if self.code_metrics is not None:  # code_rd4ad/..., code_pdd/...: the official variants
+            self.test_results.update({k: float(v) for k, v in self.code_metrics.compute().items()})
         prefix = self.test_prefix
         logged = {f"{prefix}/{k}": v for k, v in self.test_results.items()}
         self.test_results_by_category = {}

@@ -62,7 +62,7 @@ def main() -> None:
             "support": torch.rand(batch, k, 3, size, size, device=dev),
         }
 
-        def step() -> None:
+        def step(data: dict = data) -> None:
             method.train()
             opt.zero_grad()
             method.training_loss(data)["loss"].backward()
@@ -75,7 +75,7 @@ def main() -> None:
         with torch.no_grad():
             method.model.set_references(torch.rand(k, 3, size, size, device=dev))
             images = torch.rand(batch, 3, size, size, device=dev)
-            seconds = timed(lambda: (method.model(images), sync()), args.steps, args.median)
+            seconds = timed(lambda x=images: (method.model(x), sync()), args.steps, args.median)
         stored = sum(v.numel() * v.element_size() for v in method.model.references().values())
         print(f"k={k}: test {batch / seconds:.1f} images/s; support features "
               f"{stored / k / 2**20:.2f} MiB per support image")  # fmt: skip

@@ -79,8 +79,8 @@ def main() -> None:
             optimizer={"lr": 2e-3, "betas": (0.5, 0.999)},
         )
         if not share:
-            sizes = f"fusion (InA+MMU+MPA) {count(method.model.fusion)}, students {count(method.model.student)}"
-            print(f"params: {sizes}")
+            fusion, students = count(method.model.fusion), count(method.model.student)
+            print(f"params: fusion (InA+MMU+MPA) {fusion}, students {students}")
         method.train()
         opt = method.configure_optimizers()
 
