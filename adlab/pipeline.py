@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from adlab.callbacks.checkpoints import LastCheckpoint
+from adlab.callbacks.checkpoints import LastCheckpoint, resume_path
 from adlab.callbacks.results import git_revision, peak_memory, write_json
 from adlab.callbacks.resume import ExactResume
 from adlab.callbacks.synthesis_grid import grid_callbacks
@@ -30,6 +30,7 @@ from adlab.data.batch import BATCH_KEY_SOURCES
 from adlab.data.synthesis import checkpoint_epoch
 from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
 from adlab.models.features import CompositionError
+from adlab.resources import Launch, apply_resources, parallel_jobs
 from adlab.tracking import finish_wandb, make_loggers
 
 log = logging.getLogger("adlab")
@@ -75,6 +76,25 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
         target = str(OmegaConf.select(cfg, f"{group}._target_", default="?"))
         out[group] = str(choices.get(group) or target.rsplit(".", 1)[-1])
     return out
+
+
+def launch_context() -> Launch:
+    """What Hydra's launcher tells this job (number, parallel jobs, CPUs, sweep dir)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # composed without @hydra.main
+        return Launch()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return Launch()
+    return Launch(
+        job_num=int(hydra_cfg.job.num),
+        parallel_jobs=parallel_jobs(OmegaConf.select(hydra_cfg, "launcher.n_jobs")),
+        cpus_per_job=OmegaConf.select(hydra_cfg, "launcher.cpus_per_task"),
+        sweep_dir=str(hydra_cfg.sweep.dir),
+    )
 
 
 def build_method(cfg: DictConfig) -> DistillationMethod:
@@ -205,6 +225,18 @@ def best_checkpoint(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpo
     )
 
 
+def check_processes(trainer: pl.Trainer, launch: Launch) -> None:
+    """Lightning starts the other DDP ranks by re-running the command line, which in a multirun
+    (-m) would restart the whole sweep; on SLURM the ranks are SLURM's tasks instead."""
+    if launch.sweep_dir and trainer.world_size > 1 and trainer.strategy.launcher is not None:
+        raise ConfigError(
+            f"trainer.devices={trainer.num_devices} with DDP inside a multirun (-m): Lightning "
+            "would re-run the sweep for each rank. Run DDP jobs one at a time (without -m), or "
+            "on SLURM with hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=<devices> "
+            "(SLURM starts the ranks)."
+        )
+
+
 def prepare_references(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
     """Hand a few-shot method its reference images before testing (computed on its device in
     on_test_start); a checkpoint's stored references are used when the data gives none."""
@@ -222,6 +254,8 @@ def prepare_references(method: DistillationMethod, datamodule: AnomalyDataModule
 def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
     """One job: train, test and write results.json, overlays and the PRO curve to run_dir."""
     started = time.perf_counter()
+    launch = launch_context()
+    apply_resources(cfg, launch)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -235,7 +269,8 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         "dataset": dataset_provenance(datamodule),
     }
     loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
-    train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(cfg.ckpt_path))
+    ckpt_path = resume_path(cfg.ckpt_path, cfg.get("resume", "auto"), run_dir)
+    train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(ckpt_path))
     best = best_checkpoint(cfg, run_dir, datamodule.summary()["valid"])
     every = cfg.get("checkpoint") or {}
     last = LastCheckpoint(
@@ -250,6 +285,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         enable_checkpointing=best is not None,
         default_root_dir=str(run_dir),
     )
+    check_processes(trainer, launch)
     outputs = (cfg, run_dir, method, loggers, timer, provenance, config, started)
     try:
         try:
@@ -258,7 +294,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
                     method,
                     train_dataloaders=train_loader,
                     val_dataloaders=datamodule.val_dataloader(),
-                    ckpt_path=cfg.ckpt_path,
+                    ckpt_path=ckpt_path,
                 )
         except Diverged as err:
             write_outputs(
@@ -290,6 +326,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None):
     """Test a trained checkpoint on the configured dataset, without training."""
     started = time.perf_counter()
+    apply_resources(cfg, launch_context())
     ckpt = load_checkpoint(cfg.ckpt)
     cfg = model_config(cfg, ckpt["adlab_config"])
     pl.seed_everything(cfg.seed)
@@ -329,17 +366,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
 
 # --- outputs ------------------------------------------------------------------------------------
 def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, started, **extra):
-    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase."""
-    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
-    for lg in loggers:
-        if hasattr(lg, "log_image") and overlays:
-            lg.log_image(
-                key="test/anomaly_maps",
-                images=[str(p) for p, _ in overlays],
-                caption=[c for _, c in overlays],
-            )
-    if method.evaluator is not None and "aupro" in method.test_results:
-        method.evaluator.save_pro_curve(run_dir)
+    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase; under
+    DDP only rank 0 writes (every rank returns the results)."""
     results = {
         "method": cfg.method_name,
         "run_name": cfg.run_name,
@@ -352,6 +380,18 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
         "memory": peak_memory(),
         "config": config,
     }
+    if method.global_rank != 0:
+        return results
+    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
+    for lg in loggers:
+        if hasattr(lg, "log_image") and overlays:
+            lg.log_image(
+                key="test/anomaly_maps",
+                images=[str(p) for p, _ in overlays],
+                caption=[c for _, c in overlays],
+            )
+    if method.evaluator is not None and "aupro" in method.test_results:
+        method.evaluator.save_pro_curve(run_dir)
     write_json(run_dir / "results.json", results)
     print_summary(results)
     return results
