@@ -30,8 +30,9 @@ from adlab.data.batch import BATCH_KEY_SOURCES
 from adlab.data.synthesis import checkpoint_epoch
 from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
 from adlab.models.features import CompositionError
+from adlab.objective import check_objective, validation_metrics
 from adlab.resources import Launch, apply_resources, parallel_jobs
-from adlab.tracking import finish_wandb, make_loggers
+from adlab.tracking import finish_wandb, group_name, log_pro_curve, log_summary, make_loggers
 
 log = logging.getLogger("adlab")
 
@@ -87,13 +88,15 @@ def launch_context() -> Launch:
         hydra_cfg = HydraConfig.get()
     except ValueError:  # composed without @hydra.main
         return Launch()
+    experiment = hydra_cfg.runtime.choices.get("experiment")
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        return Launch()
+        return Launch(experiment=experiment)
     return Launch(
         job_num=int(hydra_cfg.job.num),
         parallel_jobs=parallel_jobs(OmegaConf.select(hydra_cfg, "launcher.n_jobs")),
         cpus_per_job=OmegaConf.select(hydra_cfg, "launcher.cpus_per_task"),
         sweep_dir=str(hydra_cfg.sweep.dir),
+        experiment=experiment,
     )
 
 
@@ -268,10 +271,14 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         "weights": method.weights_sources(),
         "dataset": dataset_provenance(datamodule),
     }
-    loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
+    group = group_name(launch.sweep_dir) or launch.experiment
+    loggers = make_loggers(
+        cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance}, group
+    )
     ckpt_path = resume_path(cfg.ckpt_path, cfg.get("resume", "auto"), run_dir)
     train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(ckpt_path))
     best = best_checkpoint(cfg, run_dir, datamodule.summary()["valid"])
+    check_objective(cfg.get("objective"), datamodule.summary()["valid"])
     every = cfg.get("checkpoint") or {}
     last = LastCheckpoint(
         run_dir / "checkpoints", every.get("every_n_steps"), every.get("every_minutes")
@@ -305,6 +312,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
                 overrides=overrides or [],
             )
             raise
+        validation = validation_metrics(trainer.callback_metrics)  # before test resets them
         tested = best.best_model_path if best is not None else None
         prepare_references(method, datamodule)
         trainer.test(
@@ -315,6 +323,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
             status="completed",
             overrides=overrides or [],
             selected=tested or "last",
+            validation=validation,
             epochs=trainer.current_epoch,
             checkpoint=str(last.path),
         )
@@ -326,7 +335,8 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None):
     """Test a trained checkpoint on the configured dataset, without training."""
     started = time.perf_counter()
-    apply_resources(cfg, launch_context())
+    launch = launch_context()
+    apply_resources(cfg, launch)
     ckpt = load_checkpoint(cfg.ckpt)
     cfg = model_config(cfg, ckpt["adlab_config"])
     pl.seed_everything(cfg.seed)
@@ -339,7 +349,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
         "checkpoint": str(Path(cfg.ckpt).resolve()),
         "dataset": dataset_provenance(datamodule),
     }
-    loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
+    loggers = make_loggers(
+        cfg.logger,
+        run_dir,
+        cfg.run_name,
+        {**config, "provenance": provenance},
+        group_name(launch.sweep_dir) or launch.experiment,
+    )
     timer = PhaseTimer()
     args = trainer_kwargs(cfg)
     args.pop("max_epochs", None)
@@ -392,6 +408,8 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
             )
     if method.evaluator is not None and "aupro" in method.test_results:
         method.evaluator.save_pro_curve(run_dir)
+        log_pro_curve(loggers, *method.evaluator.pro_curve())
+    log_summary(loggers, results["metrics"])
     write_json(run_dir / "results.json", results)
     print_summary(results)
     return results

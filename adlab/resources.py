@@ -22,13 +22,14 @@ log = logging.getLogger("adlab")
 @dataclass(frozen=True)
 class Launch:
     """What the launcher tells a job: its number in the sweep, how many jobs run at once on this
-    machine, the CPUs it was given (submitit's cpus_per_task) and the sweep directory (None
-    outside a multirun)."""
+    machine, the CPUs it was given (submitit's cpus_per_task), the sweep directory (None
+    outside a multirun) and the experiment preset."""
 
     job_num: int = 0
     parallel_jobs: int = 1
     cpus_per_job: int | None = None
     sweep_dir: str | None = None
+    experiment: str | None = None  # the experiment preset chosen, if any (a W&B group)
 
 
 def parallel_jobs(n_jobs: int | None) -> int:
