@@ -90,5 +90,5 @@ def apply_resources(cfg: DictConfig, launch: Launch) -> dict:
             cfg.trainer.devices = gpu
         chosen["gpu"] = gpu[0]
     if threads is not None or gpu is not None:
-        log.info("job %d of %d parallel: %s", launch.job_num, launch.parallel_jobs, chosen)
+        log.info("job %d resources: %s", launch.job_num, chosen)
     return chosen
