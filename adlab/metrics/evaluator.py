@@ -328,6 +328,8 @@ class AnomalyEvaluator(Metric):
                 store.neg = sort_chunks(negs_c)  # in place for a single chunk
                 store.pos = np.concatenate(pos_c) if len(pos_c) > 1 else pos_c[0]
                 store.ids = np.concatenate(ids_c) if len(ids_c) > 1 else ids_c[0]
+        if pixels and not self._is_synced:
+            self._compact(pixels)
         self._prepared = _Prepared(
             scores=np.concatenate(scores) if len(scores) > 1 else scores[0],
             labels=np.concatenate(_arrays(self.labels)).astype(bool),
@@ -337,6 +339,23 @@ class AnomalyEvaluator(Metric):
             key=key,
         )
         return self._prepared
+
+    def _compact(self, pixels: dict[str, _Pixels]) -> None:
+        """Make the sorted arrays this rank's pixel states, one chunk per sorted part, and drop
+        the per-batch chunks: memory stays one copy of the pixels, not two."""
+        neg, pos, ids, sizes, names = [], [], [], [], []
+        empty = np.zeros(0, np.float32)
+        for name, store in pixels.items():
+            for k, part in enumerate(store.neg or [empty]):
+                first = k == 0
+                neg.append(torch.from_numpy(part))
+                pos.append(torch.from_numpy(store.pos if first else empty))
+                ids.append(torch.from_numpy((store.ids if first else empty).astype(np.int32)))
+                counts = [part.size, pos[-1].numel(), store.n_regions if first else 0]
+                sizes.append(torch.tensor([counts], dtype=torch.int64))
+                names.append(_encode([name]))
+        self.neg, self.pos, self.region_ids = neg, pos, ids
+        self.chunk_sizes, self.chunk_categories = sizes, names
 
     def compute(self) -> dict[str, float]:
         """image_auroc, image_ap, image_f1_max; plus pixel_* and aupro when masks were given.
