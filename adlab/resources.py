@@ -50,8 +50,8 @@ def processes_per_job(trainer: DictConfig) -> int:
 def threads_for(setting: int | str, launch: Launch, processes: int = 1) -> int | None:
     """`resources.threads`: N, or auto (the job's CPUs, or the machine's shared out between the
     jobs and processes that run at once; None, torch's default, for a job alone on it)."""
-    if setting == "auto" and launch.cpus_per_job:
-        return max(1, launch.cpus_per_job // processes)
+    if setting == "auto" and launch.cpus_per_job:  # per task: on SLURM each DDP rank is one
+        return launch.cpus_per_job
     if setting == "auto":
         share = launch.parallel_jobs * processes
         return None if share == 1 else max(1, usable_cpus() // share)
