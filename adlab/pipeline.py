@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from adlab.callbacks.checkpoints import LastCheckpoint
+from adlab.callbacks.checkpoints import LastCheckpoint, resume_path
 from adlab.callbacks.results import git_revision, peak_memory, write_json
 from adlab.callbacks.resume import ExactResume
 from adlab.callbacks.synthesis_grid import grid_callbacks
@@ -31,9 +31,11 @@ from adlab.data.lodo import with_protocol
 from adlab.data.synthesis import checkpoint_epoch
 from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
 from adlab.models.features import CompositionError
+from adlab.objective import check_objective, validation_metrics
 from adlab.paths import CONF_DIR
 from adlab.reference_tests import store_references, test_per_reference_set
-from adlab.tracking import finish_wandb, make_loggers
+from adlab.resources import Launch, apply_resources, parallel_jobs
+from adlab.tracking import finish_wandb, group_name, log_pro_curve, log_summary, make_loggers
 
 log = logging.getLogger("adlab")
 
@@ -83,6 +85,27 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
         target = str(OmegaConf.select(cfg, f"{group}._target_", default="?"))
         out[group] = str(choices.get(group) or target.rsplit(".", 1)[-1])
     return out
+
+
+def launch_context() -> Launch:
+    """What Hydra's launcher tells this job (number, parallel jobs, CPUs, sweep dir)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # composed without @hydra.main
+        return Launch()
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return Launch(experiment=experiment)
+    return Launch(
+        job_num=int(hydra_cfg.job.num),
+        parallel_jobs=parallel_jobs(OmegaConf.select(hydra_cfg, "launcher.n_jobs")),
+        cpus_per_job=OmegaConf.select(hydra_cfg, "launcher.cpus_per_task"),
+        sweep_dir=str(hydra_cfg.sweep.dir),
+        experiment=experiment,
+    )
 
 
 def build_method(cfg: DictConfig) -> DistillationMethod:
@@ -213,6 +236,18 @@ def best_checkpoint(cfg: DictConfig, run_dir: Path, valid: dict) -> ModelCheckpo
     )
 
 
+def check_processes(trainer: pl.Trainer, launch: Launch) -> None:
+    """Lightning starts the other DDP ranks by re-running the command line, which in a multirun
+    (-m) would restart the whole sweep; on SLURM the ranks are SLURM's tasks instead."""
+    if launch.sweep_dir and trainer.world_size > 1 and trainer.strategy.launcher is not None:
+        raise ConfigError(
+            f"trainer.devices={trainer.num_devices} with DDP inside a multirun (-m): Lightning "
+            "would re-run the sweep for each rank. Run DDP jobs one at a time (without -m), or "
+            "on SLURM with hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=<devices> "
+            "(SLURM starts the ranks)."
+        )
+
+
 def check_references(method: DistillationMethod, datamodule, training: bool = True) -> None:
     """Before training or testing: a few-shot method needs support sets (or stored ones); a
     method that trains on the k-shot draw itself takes one seed per run."""
@@ -233,6 +268,8 @@ def check_references(method: DistillationMethod, datamodule, training: bool = Tr
 def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
     """One job: train, test and write results.json, overlays and the PRO curve to run_dir."""
     started = time.perf_counter()
+    launch = launch_context()
+    apply_resources(cfg, launch)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -246,9 +283,14 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         "weights": method.weights_sources(),
         "dataset": dataset_provenance(datamodule),
     }
-    loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
-    train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(cfg.ckpt_path))
+    group = group_name(launch.sweep_dir) or launch.experiment
+    loggers = make_loggers(
+        cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance}, group
+    )
+    ckpt_path = resume_path(cfg.ckpt_path, cfg.get("resume", "auto"), run_dir)
+    train_loader = datamodule.train_dataloader(epoch=checkpoint_epoch(ckpt_path))
     best = best_checkpoint(cfg, run_dir, datamodule.summary()["valid"])
+    check_objective(cfg.get("objective"), datamodule.summary()["valid"])
     every = cfg.get("checkpoint") or {}
     last = LastCheckpoint(
         run_dir / "checkpoints", every.get("every_n_steps"), every.get("every_minutes")
@@ -262,6 +304,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         enable_checkpointing=best is not None,
         default_root_dir=str(run_dir),
     )
+    check_processes(trainer, launch)
     outputs = (cfg, run_dir, method, loggers, timer, provenance, config, started)
     try:
         try:
@@ -270,7 +313,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
                     method,
                     train_dataloaders=train_loader,
                     val_dataloaders=datamodule.val_dataloader(),
-                    ckpt_path=cfg.ckpt_path,
+                    ckpt_path=ckpt_path,
                 )
         except Diverged as err:
             write_outputs(
@@ -281,6 +324,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
                 overrides=overrides or [],
             )
             raise
+        validation = validation_metrics(trainer.callback_metrics)  # before test resets them
         tested = best.best_model_path if best is not None else None
         per_set = test_per_reference_set(trainer, method, datamodule, loggers, run_dir, tested)
         if method.references_needed:
@@ -290,6 +334,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
             status="completed",
             overrides=overrides or [],
             selected=tested or "last",
+            validation=validation,
             epochs=trainer.current_epoch,
             checkpoint=str(last.path),
             **per_set,
@@ -302,6 +347,8 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None):
     """Test a trained checkpoint on the configured dataset, without training."""
     started = time.perf_counter()
+    launch = launch_context()
+    apply_resources(cfg, launch)
     ckpt = load_checkpoint(cfg.ckpt)
     cfg = model_config(cfg, ckpt["adlab_config"])
     pl.seed_everything(cfg.seed)
@@ -315,7 +362,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
         "checkpoint": str(Path(cfg.ckpt).resolve()),
         "dataset": dataset_provenance(datamodule),
     }
-    loggers = make_loggers(cfg.logger, run_dir, cfg.run_name, {**config, "provenance": provenance})
+    loggers = make_loggers(
+        cfg.logger,
+        run_dir,
+        cfg.run_name,
+        {**config, "provenance": provenance},
+        group_name(launch.sweep_dir) or launch.experiment,
+    )
     timer = PhaseTimer()
     args = trainer_kwargs(cfg)
     args.pop("max_epochs", None)
@@ -342,17 +395,8 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
 
 # --- outputs ------------------------------------------------------------------------------------
 def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, started, **extra):
-    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase."""
-    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
-    for lg in loggers:
-        if hasattr(lg, "log_image") and overlays:
-            lg.log_image(
-                key="test/anomaly_maps",
-                images=[str(p) for p, _ in overlays],
-                caption=[c for _, c in overlays],
-            )
-    if method.evaluator is not None and "aupro" in method.test_results:
-        method.evaluator.save_pro_curve(run_dir)
+    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase; under
+    DDP only rank 0 writes (every rank returns the results)."""
     results = {
         "method": cfg.method_name,
         "run_name": cfg.run_name,
@@ -365,6 +409,20 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
         "memory": peak_memory(),
         "config": config,
     }
+    if method.global_rank != 0:
+        return results
+    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
+    for lg in loggers:
+        if hasattr(lg, "log_image") and overlays:
+            lg.log_image(
+                key="test/anomaly_maps",
+                images=[str(p) for p, _ in overlays],
+                caption=[c for _, c in overlays],
+            )
+    if method.evaluator is not None and "aupro" in method.test_results:
+        method.evaluator.save_pro_curve(run_dir)
+        log_pro_curve(loggers, *method.evaluator.pro_curve())
+    log_summary(loggers, results["metrics"])
     write_json(run_dir / "results.json", results)
     print_summary(results)
     return results

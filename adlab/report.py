@@ -2,6 +2,8 @@
 
     python -m adlab.report multirun/2026-11-24/10-00-00                 # markdown to stdout
     python -m adlab.report multirun/... --metrics image_auroc aupro --csv table.csv
+    python -m adlab.report multirun/... --plot table.png     # bars per method, panel per dataset
+    python -m adlab.report multirun/... --wandb              # the table as W&B Tables (own run)
 
 Rows are methods, columns datasets (with the category when there is one, and the shots of a k-shot
 run); a cell is the mean over seeds in percent, with the standard deviation when several seeds
@@ -271,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="multi-class runs: one pooled column instead of one column per category",
     )
+    parser.add_argument(
+        "--plot", type=Path, help="write a PNG of the first metric: a panel per dataset"
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="log the table to W&B in a run of the sweep's group (offline: files for wandb sync)",
+    )
+    parser.add_argument("--project", default="adlab", help="W&B project for --wandb")
     args = parser.parse_args(argv)
     if not args.root.exists():
         print(f"error: {args.root} does not exist", file=sys.stderr)
@@ -295,6 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         write_csv(results, args.metrics, args.csv, args.pooled)
         print(f"wrote {args.csv}")
+    if args.plot:
+        from adlab.report_plot import plot
+
+        print(f"wrote {plot(results, args.metrics[0], args.plot, args.pooled)}")
+    if args.wandb:
+        from adlab.report_wandb import log_report
+
+        run_dir = log_report(args.root, results, args.metrics, args.pooled, args.project)
+        print(f"logged the table to W&B ({run_dir})")
     return 0
 
 

@@ -74,3 +74,18 @@ def run_config(path: Path) -> dict:
             for item in r.run.config.update:
                 config[_key(item)] = json.loads(item.value_json)
     return config
+
+
+def summary(path: Path) -> dict:
+    """The run's summary as last written (each key's latest value)."""
+    values = {}
+    for r in records(path):
+        if r.WhichOneof("record_type") == "summary":
+            for item in r.summary.update:
+                values[_key(item)] = json.loads(item.value_json)
+    return values
+
+
+def run_record(path: Path) -> pb.RunRecord:
+    """The run's own record: name, group, tags, job type."""
+    return next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")

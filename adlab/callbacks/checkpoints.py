@@ -1,9 +1,13 @@
 """last.ckpt written during training, atomically: after every epoch, every N training steps or
 minutes (for long epochs), and when SIGTERM / SIGINT asks the job to stop (SLURM preemption
-sends SIGTERM), after which the job stops with RunInterrupted and writes no results.json."""
+sends SIGTERM), after which the job stops with RunInterrupted and writes no results.json.
+Under submitit (hydra/launcher=submitit_*), its SIGUSR1 time-limit warning also saves last.ckpt
+first and then reaches submitit, which requeues the job; `resume_path` lets the requeued job
+find that file in its own run directory."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -14,7 +18,24 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+log = logging.getLogger("adlab")
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REQUEUE_SIGNAL = signal.SIGUSR1  # submitit's (and SLURM --signal) warning before the time limit
+
+
+def resume_path(ckpt_path: str | None, resume: str, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ckpt_path when given; with resume=auto, the run
+    directory's own checkpoints/last.ckpt when it exists (a requeued or restarted job)."""
+    if ckpt_path or resume == "never":
+        return ckpt_path
+    if resume != "auto":
+        raise ValueError(f"resume={resume!r}: use auto or never.")
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    log.info("resuming from %s (resume=auto; resume=never starts afresh)", last)
+    return str(last)
 
 
 class RunInterrupted(RuntimeError):
@@ -34,21 +55,28 @@ class LastCheckpoint(pl.Callback):
         self._last_save = time.monotonic()
         self._batches = 0
         self.stop_signal: int | None = None
+        self.requeue: tuple | None = None  # (signum, submitit's handler) to call after saving
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Write to a temporary file and rename: a kill mid-write never leaves a broken file."""
+        """Write to a temporary file and rename: a kill mid-write never leaves a broken file.
+        Every rank calls it (saving is collective); rank 0 writes and renames."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
         self._last_save = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
         due_steps = self.every_n_steps and self._batches % self.every_n_steps == 0
         due_time = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
-        if self.stop_signal is not None or due_steps or due_time:
+        if self.stop_signal is not None or self.requeue or due_steps or due_time:
             self.save(trainer)
+        if self.requeue is not None:  # submitit requeues the job and exits
+            signum, handler = self.requeue
+            self.requeue = None
+            handler(signum, None)
         if self.stop_signal is not None:
             raise self.interrupted()
 
@@ -80,9 +108,14 @@ class LastCheckpoint(pl.Callback):
                 signal.raise_signal(signum)
             self.stop_signal = signum
 
-        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        def requeue(signum, frame) -> None:
+            self.requeue = (signum, previous[signum])
+
+        previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, REQUEUE_SIGNAL)}
         for s in STOP_SIGNALS:
             signal.signal(s, handler)
+        if callable(previous[REQUEUE_SIGNAL]):  # submitit's: save last.ckpt before it runs
+            signal.signal(REQUEUE_SIGNAL, requeue)
         try:
             yield
         except SIGTERMException as exc:  # Lightning stopped the loop (a SystemExit with code 0)

@@ -306,7 +306,7 @@ class AnomalyDataModule:
         loader = ResumableLoader if split == "train" else DataLoader
         return loader(
             dataset,
-            batch_sampler=ResumableBatchSampler(order, batch_size, drop_last=False),
+            batch_sampler=ResumableBatchSampler(order, batch_size, False, even=split == "train"),
             generator=generator,
             num_workers=self.num_workers,
             collate_fn=collate,

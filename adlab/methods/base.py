@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from adlab.methods.teacher_cache import TeacherCache
@@ -74,6 +75,19 @@ class Diverged(RuntimeError):
             f"learning rate(s) {learning_rates}. Lower method.optimizer.lr, check the data, or "
             "tolerate a few such steps with method.max_nonfinite_steps=<n>."
         )
+
+
+_CPU_GROUPS: dict = {}
+
+
+def metric_group() -> Any:
+    """The process group the evaluators gather their (CPU) states over: the default one, or a
+    gloo group beside NCCL, which moves only GPU tensors. None outside torch.distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_backend() == "gloo":
+        return None
+    if "gloo" not in _CPU_GROUPS:  # created once, collectively, by every rank
+        _CPU_GROUPS["gloo"] = dist.new_group(backend="gloo")
+    return _CPU_GROUPS["gloo"]
 
 
 DEFAULT_EVAL = {
@@ -233,6 +247,7 @@ class DistillationMethod(pl.LightningModule):
                 on_epoch=True,
                 batch_size=batch_size,
                 prog_bar=name == "loss",
+                sync_dist=True,  # DDP: the mean over ranks (no-op on one process)
             )
         return True
 
@@ -286,6 +301,7 @@ class DistillationMethod(pl.LightningModule):
             pixel_metrics=self.eval_cfg["pixel_metrics"]
             if pixel_metrics is None
             else pixel_metrics,
+            process_group=metric_group(),
         )
 
     def _update(self, evaluator: AnomalyEvaluator, batch: dict) -> tuple[Tensor, Tensor]:
@@ -310,7 +326,7 @@ class DistillationMethod(pl.LightningModule):
         normal = labels == 0
         if normal.any():
             loss = self.validation_loss(select_samples(batch, normal))
-            self.log("val/loss", loss, on_epoch=True, batch_size=int(normal.sum()))
+            self.log("val/loss", loss, on_epoch=True, batch_size=int(normal.sum()), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_labels == {0, 1}:
@@ -349,7 +365,7 @@ class DistillationMethod(pl.LightningModule):
             self.test_results_by_category = by_cat
             for cat, values in by_cat.items():
                 logged.update({f"{prefix}/{cat}/{k}": float(v) for k, v in values.items()})
-        self.log_dict(logged)
+        self.log_dict(logged, sync_dist=True)  # equal on every rank (synced evaluator)
 
     def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:
         """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the overlays."""

@@ -1,5 +1,8 @@
 """Streaming evaluation: methods call update() per test batch and compute() once at the end.
 
+AnomalyEvaluator is a torchmetrics Metric whose states are concatenated across ranks, so a DDP
+test phase computes the metrics of the whole test set on every rank.
+
 Per batch, maps are brought to the evaluation resolution, each mask's 8-connected regions are
 labelled, and only flat arrays are kept: float32 scores of normal pixels, float32 scores of
 anomalous pixels and their int32 region ids. No full-resolution mask is stored, so memory is
@@ -17,11 +20,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
 from adlab.metrics.curve_io import save_curve
 from adlab.metrics.functional import ranked_scores
@@ -30,6 +34,17 @@ from adlab.metrics.pro import area, check_fpr_limit, curve_from, label_regions, 
 from adlab.metrics.ranking import ap_from, auroc_from, f1_max_from, rank, sort_chunks
 
 RESOLUTIONS = ("gt", "model")
+# Metric states, each a list reduced by concatenation across ranks: per image, then per chunk.
+STATES = (
+    "scores",
+    "labels",
+    "image_categories",
+    "neg",
+    "pos",
+    "region_ids",
+    "chunk_sizes",
+    "chunk_categories",
+)
 
 
 def _mask_list(masks: ArrayLike, batch: int) -> list[np.ndarray]:
@@ -72,32 +87,56 @@ def _resize_mask(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=size, mode="nearest")[0, 0].numpy().astype(bool)
 
 
+def _encode(names: Sequence[str]) -> torch.Tensor:
+    """Category names as one uint8 tensor (UTF-8, each name ended by a NUL byte), so they can be
+    a concatenated metric state like the numbers."""
+    data = b"".join(n.encode() + b"\0" for n in names)
+    if not data:
+        return torch.zeros(0, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _decode(parts: list[np.ndarray]) -> list[str]:
+    data = b"".join(p.astype(np.uint8, copy=False).tobytes() for p in parts)
+    return [b.decode() for b in data.split(b"\0")[:-1]]
+
+
+def _arrays(state: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
+    """A list state as numpy views: one per update, or one after a distributed sync (cat)."""
+    items = [state] if isinstance(state, torch.Tensor) else state
+    return [t.detach().cpu().numpy() for t in items]
+
+
+def _segments(parts: list[np.ndarray], sizes: np.ndarray) -> list[np.ndarray]:
+    """Views of the chunks of sizes `sizes` in the concatenation of `parts` (no copy when the
+    parts already are those chunks, as on one process)."""
+    if len(parts) == len(sizes) and all(p.size == n for p, n in zip(parts, sizes)):
+        return [p.reshape(-1) for p in parts]
+    flat = np.concatenate([p.reshape(-1) for p in parts]) if len(parts) != 1 else parts[0]
+    return np.split(flat.reshape(-1), np.cumsum(sizes)[:-1])
+
+
 @dataclass
 class _Pixels:
-    """The flat pixel arrays of one category; region ids are 1..n_regions within the category."""
+    """One category's pixels, ready to rank: sorted negatives, positives and region ids
+    (1..n_regions within the category)."""
 
     neg: list[np.ndarray] = field(default_factory=list)
-    pos: list[np.ndarray] = field(default_factory=list)
-    ids: list[np.ndarray] = field(default_factory=list)
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     n_regions: int = 0
-    n_sorted: int = 0  # len(neg) right after the last sort: nothing new to sort
 
-    def add(self, maps: np.ndarray, masks: np.ndarray) -> None:
-        regions, n = label_regions(masks)
-        self.neg.append(maps[~masks])
-        self.pos.append(maps[masks])
-        ids = regions[masks].astype(np.int64)
-        ids += self.n_regions
-        self.ids.append(ids.astype(np.int32 if self.n_regions + n < 2**31 else np.int64))
-        self.n_regions += int(n)
 
-    def consolidate(self) -> None:
-        """Sort the negatives (once per new data) and join positives and ids into one array."""
-        if len(self.neg) != self.n_sorted or self.n_sorted == 0:
-            self.neg = sort_chunks(self.neg)  # consolidated and sorted; kept for later computes
-            self.n_sorted = len(self.neg)
-        self.pos = [np.concatenate(self.pos) if self.pos else np.zeros(0, np.float32)]
-        self.ids = [np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)]
+@dataclass
+class _Prepared:
+    """The states of one compute, decoded and with every category's negatives sorted once."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    image_categories: np.ndarray  # category name per image
+    categories: list[str]  # in order of first appearance
+    pixels: dict[str, _Pixels]
+    key: tuple[int, bool]  # (updates, synced) it was made from
 
 
 def _image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -124,20 +163,33 @@ def _pixel_metrics(
     return metrics, curve
 
 
-class AnomalyEvaluator:
+class AnomalyEvaluator(Metric):
     """Accumulates image scores/labels and pixel maps/masks; computes all metrics exactly.
+
+    A torchmetrics Metric: its states are lists reduced by concatenation ("cat"), so under DDP
+    (Lightning or your own loop) compute() sees every rank's images, and it can be used like
+    any torchmetrics metric (update / compute / reset / forward). The states are flat arrays:
+    float32 scores of normal and of anomalous pixels and the anomalous pixels' region ids per
+    chunk (one batch's images of one category), so memory is ~4 bytes per pixel.
 
     eval_resolution: "gt" resizes each map (bilinear) to its mask's size (the published protocol);
     "model" resizes each mask (nearest) to the map's size. fpr_limit: AUPRO integration limit.
-    pixel_metrics: False skips all pixel work (image-level metrics only).
+    pixel_metrics: False skips all pixel work (image-level metrics only). Other keyword
+    arguments go to torchmetrics.Metric (process_group, dist_sync_fn, ...).
     """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
 
     def __init__(
         self,
         eval_resolution: Literal["gt", "model"] = "gt",
         fpr_limit: float = 0.3,
         pixel_metrics: bool = True,
+        **kwargs: Any,
     ) -> None:
+        super().__init__(**kwargs)
         if eval_resolution not in RESOLUTIONS:
             raise ValueError(
                 f"eval_resolution must be one of {RESOLUTIONS}; got {eval_resolution!r}."
@@ -145,26 +197,31 @@ class AnomalyEvaluator:
         self.eval_resolution = eval_resolution
         self.fpr_limit = check_fpr_limit(fpr_limit)
         self.pixel_metrics = bool(pixel_metrics)
-        self.reset()
+        for name in STATES:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._clear()
 
-    def reset(self) -> None:
-        """Forget everything accumulated (call between test sets)."""
-        self._scores: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-        self._categories: list[str] = []
-        self._pixels: dict[str, _Pixels] = {}
+    def _clear(self) -> None:
         self._has_masks: bool | None = None
+        self._prepared: _Prepared | None = None
         self._curve: tuple[np.ndarray, np.ndarray] | None = None
         self._aupro = math.nan
 
+    def reset(self) -> None:
+        """Forget everything accumulated (call between test sets)."""
+        super().reset()
+        self._clear()
+
     @property
     def num_images(self) -> int:
-        return sum(s.size for s in self._scores)
+        return sum(a.size for a in _arrays(self.scores))
 
     @property
     def categories(self) -> list[str]:
-        """The categories seen so far, in order of first appearance."""
-        return list(dict.fromkeys(self._categories))
+        """The categories seen (by all ranks after a compute), in order of first appearance."""
+        if self._prepared is not None:
+            return list(self._prepared.categories)
+        return list(dict.fromkeys(_decode(_arrays(self.image_categories))))
 
     def update(
         self,
@@ -187,6 +244,7 @@ class AnomalyEvaluator:
                 "masks was given for some batches and None for others; a test set must have "
                 "masks for every image (use all-zero masks for normal images) or for none."
             )
+        chunks = []
         if has_masks and self.pixel_metrics:
             m = torch.from_numpy(as_scores(maps, "maps"))
             if m.ndim == 4 and m.shape[1] == 1:
@@ -199,13 +257,21 @@ class AnomalyEvaluator:
             for cat in dict.fromkeys(cats):
                 idx = [i for i, c in enumerate(cats) if c == cat]
                 part = m if len(idx) == batch else m[idx]
-                store = self._pixels.setdefault(cat, _Pixels())
                 for pm, gm in self._resized(part, [mask_list[i] for i in idx]):
-                    store.add(pm, gm)
+                    chunks.append((cat, pm, gm))
+        for cat, pm, gm in chunks:
+            regions, n = label_regions(gm)
+            self.neg.append(torch.from_numpy(pm[~gm]))
+            self.pos.append(torch.from_numpy(pm[gm]))
+            self.region_ids.append(torch.from_numpy(regions[gm].astype(np.int32)))
+            sizes = [int((~gm).sum()), int(gm.sum()), int(n)]
+            self.chunk_sizes.append(torch.tensor([sizes], dtype=torch.int64))
+            self.chunk_categories.append(_encode([cat]))
         self._has_masks = has_masks
-        self._scores.append(s)
-        self._labels.append(y)
-        self._categories.extend(cats)
+        self.scores.append(torch.from_numpy(s))
+        self.labels.append(torch.from_numpy(y.astype(np.uint8)))
+        self.image_categories.append(_encode(cats))
+        self._prepared = None
         self._curve = None
 
     def _resized(
@@ -228,23 +294,83 @@ class AnomalyEvaluator:
                 groups = [(p[None], g[None]) for p, g in pairs]
         return groups
 
+    # --- compute ----------------------------------------------------------------------------
+    def _prepare(self) -> _Prepared:
+        """Decode the (synced) states: images, and per category the pixel chunks with their
+        negatives sorted once (kept until the next update, for compute_by_category)."""
+        key = (self._update_count, self._is_synced)
+        if self._prepared is not None and self._prepared.key == key:
+            return self._prepared
+        scores = _arrays(self.scores)
+        if not scores or not sum(a.size for a in scores):
+            raise RuntimeError("AnomalyEvaluator.compute() called before any update().")
+        image_categories = np.asarray(_decode(_arrays(self.image_categories)))
+        pixels: dict[str, _Pixels] = {}
+        rows = _arrays(self.chunk_sizes)
+        if rows:
+            sizes = np.concatenate([r.reshape(-1, 3) for r in rows]).astype(np.int64)
+            names = _decode(_arrays(self.chunk_categories))
+            negs = _segments(_arrays(self.neg), sizes[:, 0])
+            poss = _segments(_arrays(self.pos), sizes[:, 1])
+            idss = _segments(_arrays(self.region_ids), sizes[:, 1])
+            grouped: dict[str, tuple[list, list, list]] = {}
+            for name in dict.fromkeys(names):
+                grouped[name] = ([], [], [])
+            for name, (_, _, n), neg, pos, ids in zip(names, sizes, negs, poss, idss):
+                store = pixels.setdefault(name, _Pixels())
+                negs_c, pos_c, ids_c = grouped[name]
+                negs_c.append(neg)
+                pos_c.append(pos)
+                ids_c.append(ids.astype(np.int64) + store.n_regions)
+                store.n_regions += int(n)
+            for name, (negs_c, pos_c, ids_c) in grouped.items():
+                store = pixels[name]
+                store.neg = sort_chunks(negs_c)  # in place for a single chunk
+                store.pos = np.concatenate(pos_c) if len(pos_c) > 1 else pos_c[0]
+                store.ids = np.concatenate(ids_c) if len(ids_c) > 1 else ids_c[0]
+        if pixels and not self._is_synced:
+            self._compact(pixels)
+        self._prepared = _Prepared(
+            scores=np.concatenate(scores) if len(scores) > 1 else scores[0],
+            labels=np.concatenate(_arrays(self.labels)).astype(bool),
+            image_categories=image_categories,
+            categories=list(dict.fromkeys(image_categories.tolist())),
+            pixels=pixels,
+            key=key,
+        )
+        return self._prepared
+
+    def _compact(self, pixels: dict[str, _Pixels]) -> None:
+        """Make the sorted arrays this rank's pixel states, one chunk per sorted part, and drop
+        the per-batch chunks: memory stays one copy of the pixels, not two."""
+        neg, pos, ids, sizes, names = [], [], [], [], []
+        empty = np.zeros(0, np.float32)
+        for name, store in pixels.items():
+            for k, part in enumerate(store.neg or [empty]):
+                first = k == 0
+                neg.append(torch.from_numpy(part))
+                pos.append(torch.from_numpy(store.pos if first else empty))
+                ids.append(torch.from_numpy((store.ids if first else empty).astype(np.int32)))
+                counts = [part.size, pos[-1].numel(), store.n_regions if first else 0]
+                sizes.append(torch.tensor([counts], dtype=torch.int64))
+                names.append(_encode([name]))
+        self.neg, self.pos, self.region_ids = neg, pos, ids
+        self.chunk_sizes, self.chunk_categories = sizes, names
+
     def compute(self) -> dict[str, float]:
         """image_auroc, image_ap, image_f1_max; plus pixel_* and aupro when masks were given.
 
         Over the whole test set (all categories pooled), as a single-class set is evaluated."""
-        if not self._scores:
-            raise RuntimeError("AnomalyEvaluator.compute() called before any update().")
-        results = _image_metrics(np.concatenate(self._scores), np.concatenate(self._labels))
-        if not (self.pixel_metrics and self._has_masks):
+        prepared = self._prepare()
+        results = _image_metrics(prepared.scores, prepared.labels)
+        if not (self.pixel_metrics and prepared.pixels):
             return results
-        stores = list(self._pixels.values())
-        for store in stores:
-            store.consolidate()
+        stores = list(prepared.pixels.values())
         offsets = np.cumsum([0] + [p.n_regions for p in stores[:-1]])
         pixel, self._curve = _pixel_metrics(
             [part for p in stores for part in p.neg],  # ranked together, never merged
-            np.concatenate([p.pos[0] for p in stores]),
-            np.concatenate([p.ids[0].astype(np.int64) + o for p, o in zip(stores, offsets)]),
+            np.concatenate([p.pos for p in stores]),
+            np.concatenate([p.ids + o for p, o in zip(stores, offsets)]),
             sum(p.n_regions for p in stores),
             self.fpr_limit,
         )
@@ -255,20 +381,25 @@ class AnomalyEvaluator:
     def compute_by_category(self) -> dict[str, dict[str, float]]:
         """The metrics of compute() for each category alone, {category: metrics}.
 
-        Multi-class benchmarks (Uni-Medical, UniAD's MVTec) report these and their mean."""
-        if not self._scores:
-            raise RuntimeError("AnomalyEvaluator.compute_by_category() called before any update().")
-        scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-        cats = np.asarray(self._categories)
+        Multi-class benchmarks (Uni-Medical, UniAD's MVTec) report these and their mean. Under
+        DDP the states are synced as for compute() (reused when compute() just did it)."""
+        sync = self.sync_on_compute and self.distributed_available_fn()
+        prepared = self._prepared
+        if prepared is None or prepared.key != (self._update_count, sync):
+            if not self.update_called:
+                raise RuntimeError(
+                    "AnomalyEvaluator.compute_by_category() called before any update()."
+                )
+            with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=sync):
+                prepared = self._prepare()
         out = {}
-        for cat in self.categories:
-            keep = cats == cat
-            out[cat] = _image_metrics(scores[keep], labels[keep])
-            store = self._pixels.get(cat)
-            if self.pixel_metrics and self._has_masks and store is not None:
-                store.consolidate()
+        for cat in prepared.categories:
+            keep = prepared.image_categories == cat
+            out[cat] = _image_metrics(prepared.scores[keep], prepared.labels[keep])
+            store = prepared.pixels.get(cat)
+            if self.pixel_metrics and store is not None:
                 pixel, _ = _pixel_metrics(
-                    store.neg, store.pos[0], store.ids[0], store.n_regions, self.fpr_limit
+                    store.neg, store.pos, store.ids, store.n_regions, self.fpr_limit
                 )
                 out[cat].update(pixel)
         return out

@@ -1,0 +1,80 @@
+"""`adlab.report <sweep dir> --wandb`: the sweep's table as W&B Tables in a run of its own.
+
+The run joins the sweep's group (the jobs' group, adlab.tracking.group_name), so the W&B
+workspace of a sweep shows its jobs and its table together. Offline (no login, or
+WANDB_MODE=offline) the run is written under <sweep dir>/wandb/ for `wandb sync`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from adlab.report import table
+from adlab.tracking import group_name, wandb_mode
+
+CELL_COLUMNS = ["metric", "method", "dataset", "mean", "std", "n"]
+
+
+def cell_rows(results: list[dict], metrics: list[str], pooled: bool) -> list[list]:
+    """One row per (metric, method, dataset) cell: mean and seed std in percent, seed count."""
+    rows = []
+    for metric in metrics:
+        methods, datasets, cells = table(results, metric, pooled)
+        for m in methods:
+            for d in datasets:
+                values = cells.get((m, d), [])
+                if values:
+                    std = statistics.stdev(values) if len(values) > 1 else 0.0
+                    rows.append([metric, m, d, statistics.fmean(values), std, len(values)])
+    return rows
+
+
+def wide_rows(results: list[dict], metric: str, pooled: bool) -> tuple[list[str], list[list]]:
+    """The markdown table of one metric: a row per method, "mean ± std" per dataset, row mean."""
+    methods, datasets, cells = table(results, metric, pooled)
+    rows = []
+    for m in methods:
+        row = [m]
+        for d in datasets:
+            values = cells.get((m, d), [])
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            row.append(f"{statistics.fmean(values):.1f} ± {std:.1f}" if values else "-")
+        means = [statistics.fmean(cells[(m, d)]) for d in datasets if cells.get((m, d))]
+        row.append(round(statistics.fmean(means), 2) if means else None)
+        rows.append(row)
+    return ["method", *datasets, "mean"], rows
+
+
+def log_report(
+    root: Path, results: list[dict], metrics: list[str], pooled: bool, project: str = "adlab"
+) -> Path:
+    """Log `report/cells` (long form) and `report/<metric>` (as printed) in a W&B run of the
+    sweep's group; returns the run's local directory."""
+    import wandb
+
+    mode = wandb_mode("auto")
+    run = wandb.init(
+        project=project,
+        group=group_name(root),
+        job_type="report",
+        name=f"report {root.name}",
+        dir=str(root),
+        mode=mode,
+        config={"root": str(root.resolve()), "metrics": metrics, "jobs": len(results)},
+        reinit="finish_previous",
+    )
+    try:
+        tables = {
+            "report/cells": wandb.Table(
+                columns=CELL_COLUMNS, data=cell_rows(results, metrics, pooled)
+            )
+        }
+        for metric in metrics:
+            columns, rows = wide_rows(results, metric, pooled)
+            if rows:
+                tables[f"report/{metric}"] = wandb.Table(columns=columns, data=rows)
+        run.log(tables)
+        return Path(run.dir).parent
+    finally:
+        run.finish()
