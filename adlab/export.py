@@ -6,7 +6,8 @@
 The exported graph maps a batch of normalised images (B, 3, S, S) to anomaly maps (B, S, S) and
 image scores (B,), with a dynamic batch dimension. The preprocessing it expects (image size,
 crop, resampling, normalisation) is written beside it as <output>.json and, for ONNX, into the
-model's metadata. RD4AD exports both ways; see README ("Export") for the other methods.
+model's metadata. RD4AD, URD and D24FAD export both ways; PDD is refused (README, "Using a
+trained model").
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def export(ckpt: str, fmt: str, output: str | None = None, batch_size: int = 1) 
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: use one of {', '.join(FORMATS)}")
     network = load_model(ckpt)
+    if network.not_exportable:
+        raise ValueError(f"{type(network).__name__} is not exported: {network.not_exportable}.")
     size = network.transform.output_size
     example = torch.zeros(batch_size, 3, size, size)
     path = Path(output) if output else Path(ckpt).with_suffix(FORMATS[fmt])

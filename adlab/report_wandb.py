@@ -10,7 +10,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from adlab.report import table
+from adlab.paper import paper_value
+from adlab.report import paper_blocks, table
 from adlab.tracking import group_name, wandb_mode
 
 CELL_COLUMNS = ["metric", "method", "dataset", "mean", "std", "n"]
@@ -31,9 +32,21 @@ def cell_rows(results: list[dict], metrics: list[str], pooled: bool) -> list[lis
 
 
 def wide_rows(results: list[dict], metric: str, pooled: bool) -> tuple[list[str], list[list]]:
-    """The markdown table of one metric: a row per method, "mean ± std" per dataset, row mean."""
+    """The markdown table of one metric: a row per method, "mean ± std" per dataset, row mean,
+    and a "paper: <method>" row where the runs' preset publishes numbers (adlab.paper)."""
     methods, datasets, cells = table(results, metric, pooled)
+    blocks = paper_blocks(results)
     rows = []
+    for method in dict.fromkeys(r.get("method") or "?" for r in results):
+        values = [paper_value(blocks, method, metric, d) for d in datasets]
+        if any(v is not None for v in values):
+            rows.append(
+                [
+                    f"paper: {method}",
+                    *("-" if v is None else f"{v:.1f}" for v in values),
+                    paper_value(blocks, method, metric, "mean"),
+                ]
+            )
     for m in methods:
         row = [m]
         for d in datasets:

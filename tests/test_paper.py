@@ -203,3 +203,21 @@ def test_report_reads_a_mean_only_paper_value(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| paper: rd4ad | - | - | 98.5 |" in out
     assert "| Δ rd4ad | - | - | -1.5 |" in out
+
+
+def test_wandb_report_table_carries_the_paper_row():
+    from adlab.report_wandb import wide_rows
+
+    paper = {"source": "PDD", "results": {"pdd": {"image_auroc": {"headct": 97.5}}}}
+    results = [
+        {
+            "method": "pdd",
+            "metrics": {"image_auroc": auroc},
+            "config": {"dataset": {"name": "headct"}, "teacher": {}, "paper": paper},
+        }
+        for auroc in (0.90, 0.96)
+    ]
+    columns, rows = wide_rows(results, "image_auroc", pooled=False)
+    assert columns == ["method", "headct", "mean"]
+    assert rows[0] == ["paper: pdd", "97.5", None]
+    assert rows[1] == ["pdd", "93.0 ± 4.2", 93.0]

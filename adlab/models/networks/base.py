@@ -36,6 +36,7 @@ class AnomalyNetwork(nn.Module):
     references_needed: bool = False
     reference_names: tuple[str, ...] = ()
     input_divisor: int = 32  # image sizes must be multiples of this (the total stride)
+    not_exportable: str = ""  # why adlab.export refuses this network ("" = it exports)
 
     def __init__(self, scoring: Mapping[str, Any] | None = None) -> None:
         super().__init__()

@@ -22,6 +22,11 @@ class PDDNetwork(AnomalyNetwork):
     PDD), as the official evaluation does, but for every image of a batch.
     """
 
+    not_exportable = (
+        "VMamba's selective scan is a Python loop over chunks: tracing unrolls it into a graph "
+        "tied to one image size and far larger than the network; use adlab.load_model"
+    )
+
     def __init__(
         self,
         teacher: nn.Module,
