@@ -22,9 +22,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from adlab.callbacks.checkpoints import LastCheckpoint
 from adlab.callbacks.results import git_revision, peak_memory, write_json
 from adlab.callbacks.resume import ExactResume
+from adlab.callbacks.run_figures import write_run_figures
 from adlab.callbacks.synthesis_grid import grid_callbacks
 from adlab.callbacks.timing import PhaseTimer
-from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.data.batch import BATCH_KEY_SOURCES
 from adlab.data.lodo import with_protocol
@@ -33,6 +33,7 @@ from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
 from adlab.models.features import CompositionError
 from adlab.paths import CONF_DIR
 from adlab.reference_tests import store_references, test_per_reference_set
+from adlab.summary import run_warnings, summary_lines
 from adlab.tracking import finish_wandb, make_loggers
 
 log = logging.getLogger("adlab")
@@ -342,17 +343,22 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
 
 # --- outputs ------------------------------------------------------------------------------------
 def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, started, **extra):
-    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase."""
-    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
-    for lg in loggers:
-        if hasattr(lg, "log_image") and overlays:
-            lg.log_image(
-                key="test/anomaly_maps",
-                images=[str(p) for p, _ in overlays],
-                caption=[c for _, c in overlays],
-            )
+    """Figures (also to W&B), the PRO curve and results.json of a finished test phase."""
+    figures = {}
+    if method.evaluator is not None and method.evaluator.num_images:
+        scores, labels = method.evaluator.image_scores()
+        figures = write_run_figures(
+            run_dir, method.visuals, method.worst, scores, labels,
+            method.evaluator.image_threshold(), cfg.data.normalize, figure_note(provenance),
+        )  # fmt: skip
     if method.evaluator is not None and "aupro" in method.test_results:
-        method.evaluator.save_pro_curve(run_dir)
+        _, png = method.evaluator.save_pro_curve(run_dir)
+        figures["test/pro_curve"] = [(png, "PRO curve")]
+    for lg in loggers:
+        for key, images in figures.items() if hasattr(lg, "log_image") else ():
+            lg.log_image(
+                key=key, images=[str(p) for p, _ in images], caption=[c for _, c in images]
+            )
     results = {
         "method": cfg.method_name,
         "run_name": cfg.run_name,
@@ -365,7 +371,9 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
         "memory": peak_memory(),
         "config": config,
     }
+    results["warnings"] = run_warnings(results)
     write_json(run_dir / "results.json", results)
+    finish_wandb(loggers)  # W&B's closing lines before the summary, not after it
     print_summary(results)
     return results
 
@@ -379,12 +387,16 @@ def dataset_provenance(datamodule) -> dict:
     }
 
 
-def print_summary(results: dict) -> None:
-    def line(metrics: dict) -> str:
-        return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+def figure_note(provenance: dict) -> str:
+    """A line printed on every figure of a run whose teacher was not pretrained."""
+    weights = " ".join(map(str, (provenance.get("weights") or {}).values()))
+    return (
+        "RANDOM TEACHER (not pretrained): these maps are not meaningful"
+        if "random" in weights
+        else ""
+    )
 
-    status = "" if results.get("status", "completed") == "completed" else f" [{results['status']}]"
-    print(f"\n[adlab] {results['method']}{status}: {line(results['metrics'])}")
-    for category, values in results["metrics_per_category"].items():
-        print(f"[adlab]   {category}: {line(values)}")
-    print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")
+
+def print_summary(results: dict) -> None:
+    """The end-of-run block (adlab.summary): metrics, outputs and every degraded condition."""
+    print("\n".join(summary_lines(results)))

@@ -50,6 +50,8 @@ def make_loggers(cfg: Mapping, run_dir: Path, run_name: str, config: dict) -> li
             mode=mode if mode == "disabled" else None,
             config=config,
         )
+        # Lightning passes anonymous=None, which W&B warns has no effect: leave the setting unset.
+        wandb_logger._wandb_init.pop("anonymous", None)  # noqa: SLF001
         loggers.append(wandb_logger)
     return loggers
 

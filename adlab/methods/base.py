@@ -127,6 +127,7 @@ class DistillationMethod(pl.LightningModule):
         self.test_results: dict[str, float] = {}
         self.test_results_by_category: dict[str, dict[str, float]] = {}
         self.visuals: list[dict[str, Any]] = []
+        self.worst: list[dict[str, Any]] = []  # highest normals, lowest anomalies (error grid)
         self.evaluator: AnomalyEvaluator | None = None
         self.code_metrics: CodeMetrics | None = None  # eval.code_metrics, beside the evaluator
         self._val_evaluator: AnomalyEvaluator | None = None
@@ -327,6 +328,7 @@ class DistillationMethod(pl.LightningModule):
         names = self.eval_cfg["code_metrics"]
         self.code_metrics = CodeMetrics(names) if names else None
         self.visuals = []
+        self.worst = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         maps, scores = self._update(self.evaluator, batch)
@@ -352,22 +354,23 @@ class DistillationMethod(pl.LightningModule):
         self.log_dict(logged)
 
     def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:
-        """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the overlays."""
+        """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the sample
+        figures, and the n_visuals/2 highest-scoring normals and lowest-scoring anomalies (the
+        candidates for the worst false positives / negatives, known once the threshold is)."""
         per_label = self.eval_cfg["n_visuals"] // 2
         masks = batch.get("mask")
         for i, label in enumerate(batch["label"].tolist()):
-            if sum(v["label"] == label for v in self.visuals) >= per_label:
-                continue
-            self.visuals.append(
-                {
-                    "image": batch["image"][i].detach().float().cpu(),
-                    "map": maps[i],
-                    "score": float(scores[i]),
-                    "label": int(label),
-                    "mask": None if masks is None else masks[i].cpu(),
-                    "path": batch["path"][i],
-                }
-            )
+            sample = {
+                "image": batch["image"][i].detach().float().cpu(),
+                "map": maps[i],
+                "score": float(scores[i]),
+                "label": int(label),
+                "mask": None if masks is None else masks[i].cpu(),
+                "path": batch["path"][i],
+            }
+            if sum(v["label"] == label for v in self.visuals) < per_label:
+                self.visuals.append(sample)
+            self.worst = keep_worst(self.worst, sample, per_label)
 
     # --- checkpoints carry the resolved config so adlab.evaluate can rebuild the method --------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -375,6 +378,13 @@ class DistillationMethod(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = with_model_prefix(checkpoint["state_dict"])
+
+
+def keep_worst(kept: list[dict], sample: dict, per_label: int) -> list[dict]:
+    """Add a sample to the per-label worst lists: normals by highest, anomalies by lowest score."""
+    same = [v for v in kept if v["label"] == sample["label"]] + [sample]
+    same.sort(key=lambda v: -v["score"] if not sample["label"] else v["score"])
+    return [v for v in kept if v["label"] != sample["label"]] + same[:per_label]
 
 
 def with_model_prefix(state: dict) -> dict:
