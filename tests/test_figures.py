@@ -16,7 +16,7 @@ from adlab.callbacks.figures import outcome, sample_panels, worst_errors
 from adlab.callbacks.histogram import score_counts, write_histogram
 from adlab.callbacks.run_figures import write_run_figures
 from adlab.callbacks.visualize import heat_colors
-from adlab.methods.base import keep_worst
+from adlab.methods.base import keep_worst, worst_admits
 from adlab.metrics import AnomalyEvaluator
 from adlab.quiet import quiet_benign
 from adlab.summary import run_warnings, summary_lines
@@ -63,9 +63,12 @@ def test_outcome_and_worst_errors_against_a_hand_threshold():
 def test_keep_worst_holds_highest_normals_and_lowest_anomalies():
     kept: list[dict] = []
     for s, y in [(0.2, 0), (0.9, 0), (0.5, 0), (0.7, 1), (0.1, 1), (0.4, 1)]:
-        kept = keep_worst(kept, {"score": s, "label": y}, per_label=2)
+        if worst_admits(kept, s, y, per_label=2):
+            kept = keep_worst(kept, {"score": s, "label": y}, per_label=2)
     assert sorted(v["score"] for v in kept if v["label"] == 0) == [0.5, 0.9]
     assert sorted(v["score"] for v in kept if v["label"] == 1) == [0.1, 0.4]
+    assert not worst_admits(kept, 0.3, 0, per_label=2) and worst_admits(kept, 0.05, 1, 2)
+    assert not worst_admits([], 0.3, 0, per_label=0)
 
 
 def test_evaluator_threshold_reaches_f1_max():

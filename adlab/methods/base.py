@@ -359,16 +359,19 @@ class DistillationMethod(pl.LightningModule):
         candidates for the worst false positives / negatives, known once the threshold is)."""
         per_label = self.eval_cfg["n_visuals"] // 2
         masks = batch.get("mask")
-        for i, label in enumerate(batch["label"].tolist()):
+        for i, (label, score) in enumerate(zip(batch["label"].tolist(), scores.tolist())):
+            show = sum(v["label"] == label for v in self.visuals) < per_label
+            if not (show or worst_admits(self.worst, score, label, per_label)):
+                continue  # no image copy for the many samples that no figure shows
             sample = {
                 "image": batch["image"][i].detach().float().cpu(),
                 "map": maps[i],
-                "score": float(scores[i]),
+                "score": float(score),
                 "label": int(label),
                 "mask": None if masks is None else masks[i].cpu(),
                 "path": batch["path"][i],
             }
-            if sum(v["label"] == label for v in self.visuals) < per_label:
+            if show:
                 self.visuals.append(sample)
             self.worst = keep_worst(self.worst, sample, per_label)
 
@@ -378,6 +381,14 @@ class DistillationMethod(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = with_model_prefix(checkpoint["state_dict"])
+
+
+def worst_admits(kept: list[dict], score: float, label: int, per_label: int) -> bool:
+    """Whether a sample would enter the worst list of its label (see keep_worst)."""
+    same = [v["score"] for v in kept if v["label"] == label]
+    if per_label <= 0 or len(same) < per_label:
+        return per_label > 0
+    return score < max(same) if label else score > min(same)
 
 
 def keep_worst(kept: list[dict], sample: dict, per_label: int) -> list[dict]:
