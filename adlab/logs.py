@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from adlab.quiet import quiet_benign
+
 log = logging.getLogger("adlab")
 
 
@@ -35,10 +37,12 @@ def log_failure(exc: BaseException, logger: logging.Logger = log) -> None:
 @contextmanager
 def job_log(logger: logging.Logger = log) -> Iterator[None]:
     """Run a job's body with Python warnings (Lightning's among them) sent to the log, and log
-    the reason if it raises (log_failure) before the exception propagates unchanged."""
+    the reason if it raises (log_failure) before the exception propagates unchanged. Known
+    benign library messages are silenced (adlab.quiet)."""
     logging.captureWarnings(True)
     try:
-        yield
+        with quiet_benign():
+            yield
     except BaseException as exc:
         log_failure(exc, logger)
         raise

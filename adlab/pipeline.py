@@ -22,9 +22,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from adlab.callbacks.checkpoints import LastCheckpoint, resume_path
 from adlab.callbacks.results import git_revision, peak_memory, write_json
 from adlab.callbacks.resume import ExactResume
+from adlab.callbacks.run_figures import write_run_figures
 from adlab.callbacks.synthesis_grid import grid_callbacks
 from adlab.callbacks.timing import PhaseTimer
-from adlab.callbacks.visualize import write_overlays
 from adlab.data import AnomalyDataModule
 from adlab.data.batch import BATCH_KEY_SOURCES
 from adlab.data.lodo import with_protocol
@@ -35,6 +35,7 @@ from adlab.objective import check_objective, validation_metrics
 from adlab.paths import CONF_DIR
 from adlab.reference_tests import store_references, test_per_reference_set
 from adlab.resources import Launch, apply_resources, parallel_jobs
+from adlab.summary import run_warnings, summary_lines
 from adlab.tracking import finish_wandb, group_name, log_pro_curve, log_summary, make_loggers
 
 log = logging.getLogger("adlab")
@@ -395,7 +396,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
 
 # --- outputs ------------------------------------------------------------------------------------
 def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, started, **extra):
-    """Overlays (also to W&B), the PRO curve and results.json of a finished test phase; under
+    """Figures (also to W&B), the PRO curve and results.json of a finished test phase; under
     DDP only rank 0 writes (every rank returns the results)."""
     results = {
         "method": cfg.method_name,
@@ -409,21 +410,34 @@ def write_outputs(cfg, run_dir, method, loggers, timer, provenance, config, star
         "memory": peak_memory(),
         "config": config,
     }
+    results["warnings"] = run_warnings(results)
     if method.global_rank != 0:
         return results
-    overlays = write_overlays(method.visuals, run_dir / "anomaly_maps", cfg.data.normalize)
-    for lg in loggers:
-        if hasattr(lg, "log_image") and overlays:
-            lg.log_image(
-                key="test/anomaly_maps",
-                images=[str(p) for p, _ in overlays],
-                caption=[c for _, c in overlays],
-            )
+    figures = {}
+    if method.evaluator is not None and method.evaluator.num_images:
+        scores, labels = method.evaluator.image_scores()
+        figures = write_run_figures(
+            run_dir,
+            method.visuals,
+            method.worst,
+            scores,
+            labels,
+            method.evaluator.image_threshold(),
+            cfg.data.normalize,
+            figure_note(provenance),
+        )
     if method.evaluator is not None and "aupro" in method.test_results:
-        method.evaluator.save_pro_curve(run_dir)
+        _, png = method.evaluator.save_pro_curve(run_dir)
+        figures["test/pro_curve"] = [(png, "PRO curve")]
         log_pro_curve(loggers, *method.evaluator.pro_curve())
+    for lg in loggers:
+        for key, images in figures.items() if hasattr(lg, "log_image") else ():
+            lg.log_image(
+                key=key, images=[str(p) for p, _ in images], caption=[c for _, c in images]
+            )
     log_summary(loggers, results["metrics"])
     write_json(run_dir / "results.json", results)
+    finish_wandb(loggers)  # W&B's closing lines before the summary, not after it
     print_summary(results)
     return results
 
@@ -437,12 +451,16 @@ def dataset_provenance(datamodule) -> dict:
     }
 
 
-def print_summary(results: dict) -> None:
-    def line(metrics: dict) -> str:
-        return "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+def figure_note(provenance: dict) -> str:
+    """A line printed on every figure of a run whose teacher was not pretrained."""
+    weights = " ".join(map(str, (provenance.get("weights") or {}).values()))
+    return (
+        "RANDOM TEACHER (not pretrained): these maps are not meaningful"
+        if "random" in weights
+        else ""
+    )
 
-    status = "" if results.get("status", "completed") == "completed" else f" [{results['status']}]"
-    print(f"\n[adlab] {results['method']}{status}: {line(results['metrics'])}")
-    for category, values in results["metrics_per_category"].items():
-        print(f"[adlab]   {category}: {line(values)}")
-    print(f"[adlab] outputs: {results['run_dir']} (results.json, anomaly_maps/, checkpoints/)")
+
+def print_summary(results: dict) -> None:
+    """The end-of-run block (adlab.summary): metrics, outputs and every degraded condition."""
+    print("\n".join(summary_lines(results)))

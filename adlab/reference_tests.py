@@ -61,10 +61,10 @@ def test_per_reference_set(trainer, method, datamodule, loggers, run_dir: Path,
             "metrics": dict(method.test_results),
         })  # fmt: skip
         if first is None:
-            first = (method.visuals, method.evaluator, method.test_results_by_category,
-                     stored_references(method.model))  # fmt: skip
+            first = (method.visuals, method.worst, method.evaluator,
+                     method.test_results_by_category, stored_references(method.model))  # fmt: skip
     method.test_prefix = "test"
-    method.visuals, method.evaluator, method.test_results_by_category, refs = first
+    method.visuals, method.worst, method.evaluator, method.test_results_by_category, refs = first
     for name, value in refs.items():  # the network keeps the first set's support features
         method.model.register_reference(name, value)
     mean, std = mean_and_std([r["metrics"] for r in records])

@@ -81,6 +81,8 @@ def make_loggers(
             mode=mode if mode == "disabled" else None,
             config=config,
         )
+        # Lightning passes anonymous=None, which W&B warns has no effect: leave the setting unset.
+        wandb_logger._wandb_init.pop("anonymous", None)  # noqa: SLF001
         loggers.append(wandb_logger)
     return loggers
 

@@ -110,6 +110,9 @@ def test_results_json_holds_metrics_and_provenance(trained):
     pngs = sorted((trained / "anomaly_maps").glob("*.png"))
     assert len(pngs) == 8
     assert sum("anomalous" in p.name for p in pngs) == 4
+    assert (trained / "figures" / "worst_errors.png").is_file()
+    assert (trained / "figures" / "score_histogram.png").is_file()
+    assert any("randomly initialised" in w for w in results["warnings"])
 
 
 def test_wandb_offline_run_holds_the_metrics(trained):

@@ -141,6 +141,7 @@ class DistillationMethod(pl.LightningModule):
         self.test_results: dict[str, float] = {}
         self.test_results_by_category: dict[str, dict[str, float]] = {}
         self.visuals: list[dict[str, Any]] = []
+        self.worst: list[dict[str, Any]] = []  # highest normals, lowest anomalies (error grid)
         self.evaluator: AnomalyEvaluator | None = None
         self.code_metrics: CodeMetrics | None = None  # eval.code_metrics, beside the evaluator
         self._val_evaluator: AnomalyEvaluator | None = None
@@ -343,6 +344,7 @@ class DistillationMethod(pl.LightningModule):
         names = self.eval_cfg["code_metrics"]
         self.code_metrics = CodeMetrics(names) if names else None
         self.visuals = []
+        self.worst = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         maps, scores = self._update(self.evaluator, batch)
@@ -368,22 +370,26 @@ class DistillationMethod(pl.LightningModule):
         self.log_dict(logged, sync_dist=True)  # equal on every rank (synced evaluator)
 
     def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:
-        """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the overlays."""
+        """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the sample
+        figures, and the n_visuals/2 highest-scoring normals and lowest-scoring anomalies (the
+        candidates for the worst false positives / negatives, known once the threshold is)."""
         per_label = self.eval_cfg["n_visuals"] // 2
         masks = batch.get("mask")
-        for i, label in enumerate(batch["label"].tolist()):
-            if sum(v["label"] == label for v in self.visuals) >= per_label:
-                continue
-            self.visuals.append(
-                {
-                    "image": batch["image"][i].detach().float().cpu(),
-                    "map": maps[i],
-                    "score": float(scores[i]),
-                    "label": int(label),
-                    "mask": None if masks is None else masks[i].cpu(),
-                    "path": batch["path"][i],
-                }
-            )
+        for i, (label, score) in enumerate(zip(batch["label"].tolist(), scores.tolist())):
+            show = sum(v["label"] == label for v in self.visuals) < per_label
+            if not (show or worst_admits(self.worst, score, label, per_label)):
+                continue  # no image copy for the many samples that no figure shows
+            sample = {
+                "image": batch["image"][i].detach().float().cpu(),
+                "map": maps[i],
+                "score": float(score),
+                "label": int(label),
+                "mask": None if masks is None else masks[i].cpu(),
+                "path": batch["path"][i],
+            }
+            if show:
+                self.visuals.append(sample)
+            self.worst = keep_worst(self.worst, sample, per_label)
 
     # --- checkpoints carry the resolved config so adlab.evaluate can rebuild the method --------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -391,6 +397,21 @@ class DistillationMethod(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = with_model_prefix(checkpoint["state_dict"])
+
+
+def worst_admits(kept: list[dict], score: float, label: int, per_label: int) -> bool:
+    """Whether a sample would enter the worst list of its label (see keep_worst)."""
+    same = [v["score"] for v in kept if v["label"] == label]
+    if per_label <= 0 or len(same) < per_label:
+        return per_label > 0
+    return score < max(same) if label else score > min(same)
+
+
+def keep_worst(kept: list[dict], sample: dict, per_label: int) -> list[dict]:
+    """Add a sample to the per-label worst lists: normals by highest, anomalies by lowest score."""
+    same = [v for v in kept if v["label"] == sample["label"]] + [sample]
+    same.sort(key=lambda v: -v["score"] if not sample["label"] else v["score"])
+    return [v for v in kept if v["label"] != sample["label"]] + same[:per_label]
 
 
 def with_model_prefix(state: dict) -> dict:

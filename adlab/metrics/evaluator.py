@@ -31,7 +31,14 @@ from adlab.metrics.curve_io import save_curve
 from adlab.metrics.functional import ranked_scores
 from adlab.metrics.inputs import ArrayLike, as_binary, as_scores, scores_and_labels
 from adlab.metrics.pro import area, check_fpr_limit, curve_from, label_regions, region_weights
-from adlab.metrics.ranking import ap_from, auroc_from, f1_max_from, rank, sort_chunks
+from adlab.metrics.ranking import (
+    ap_from,
+    auroc_from,
+    f1_max_from,
+    f1_max_threshold,
+    rank,
+    sort_chunks,
+)
 
 RESOLUTIONS = ("gt", "model")
 # Metric states, each a list reduced by concatenation across ranks: per image, then per chunk.
@@ -403,6 +410,18 @@ class AnomalyEvaluator(Metric):
                 )
                 out[cat].update(pixel)
         return out
+
+    def image_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, labels) of every image so far: the histogram and worst-case figures use them."""
+        if not self._scores:
+            return np.zeros(0, np.float32), np.zeros(0, bool)
+        return np.concatenate(self._scores), np.concatenate(self._labels)
+
+    def image_threshold(self) -> float:
+        """The image-score threshold of image_f1_max (score >= it is anomalous); NaN if one class
+        is missing."""
+        scores, labels = self.image_scores()
+        return f1_max_threshold(ranked_scores(scores, labels))
 
     def pro_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """(fpr, pro) of the last compute(), float64, from (0, 0) to fpr_limit."""

@@ -140,3 +140,12 @@ def f1_max_from(r: Ranked, metric: str = "f1_max") -> float:
         return float("nan")
     tp = r.tp.astype(np.float64)
     return float(np.max(2.0 * tp / (tp + r.neg_ge + r.n_pos)))
+
+
+def f1_max_threshold(r: Ranked) -> float:
+    """The score at which F1-max is reached (score >= threshold is anomalous); NaN when one class
+    is missing. Figures label images true/false positive against it."""
+    if not (r.n_pos and r.n_neg):
+        return float("nan")
+    tp = r.tp.astype(np.float64)
+    return float(r.values[int(np.argmax(2.0 * tp / (tp + r.neg_ge + r.n_pos)))])
