@@ -413,9 +413,12 @@ class AnomalyEvaluator(Metric):
 
     def image_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """(scores, labels) of every image so far: the histogram and worst-case figures use them."""
-        if not self._scores:
+        if self._prepared is not None:  # after compute(): every rank's images
+            return self._prepared.scores, self._prepared.labels.astype(bool)
+        scores, labels = _arrays(self.scores), _arrays(self.labels)
+        if not scores:
             return np.zeros(0, np.float32), np.zeros(0, bool)
-        return np.concatenate(self._scores), np.concatenate(self._labels)
+        return np.concatenate(scores), np.concatenate(labels).astype(bool)
 
     def image_threshold(self) -> float:
         """The image-score threshold of image_f1_max (score >= it is anomalous); NaN if one class
