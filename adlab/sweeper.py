@@ -1,0 +1,99 @@
+"""Hydra sweeper of the benchmark presets: the plan's jobs, after one check of all their data.
+
+Hydra's basic sweeper launches a cartesian product; a benchmark is a union of per-method sweeps,
+so this sweeper launches the override lists adlab.benchmark expands from the preset's
+`benchmark:` block. It checks every dataset first (a Hydra callback could stop the sweep but not
+drop jobs, which benchmark.only_available=true needs), then hands the jobs to the configured
+launcher, so joblib and submitit/SLURM work unchanged. Hydra loads sweepers only from the
+hydra_plugins package: hydra_plugins/adlab_benchmark is the thin class, the logic is here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from adlab.benchmark import Job, expand, needs_of, split_user_overrides
+from adlab.data.presence import inspect, missing_report
+
+log = logging.getLogger(__name__)
+
+
+class BenchmarkDataMissing(HydraException):
+    """Datasets a benchmark needs are absent; the message lists each and how to get it."""
+
+
+def plan_jobs(config: DictConfig, arguments: list[str]) -> list[Job]:
+    """The jobs of the composed config's benchmark block with the command line's overrides."""
+    if OmegaConf.select(config, "benchmark") is None:
+        raise HydraException(
+            "hydra/sweeper=benchmark needs a benchmark: block; use experiment=bench_medical or "
+            "experiment=bench_industrial."
+        )
+    extra = split_user_overrides(arguments)
+    sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(extra) if o.is_sweep_override()]
+    if sweeps:
+        raise HydraException(
+            f"{sweeps}: a benchmark's seeds, datasets and methods come from its plan; use "
+            "benchmark.seeds=[..], benchmark.datasets=[..] or benchmark.methods=[..] instead."
+        )
+    plan = OmegaConf.to_container(config.benchmark, resolve=True)
+    return expand(plan, extra)  # type: ignore[arg-type]
+
+
+def available(jobs: list[Job]) -> tuple[list[Job], dict]:
+    """The jobs whose data is all present, and {need: check result} of the absent sets."""
+    results = {need: inspect(need) for need in needs_of(jobs)}
+    missing = {n: r for n, r in results.items() if "error" in r}
+    runnable = [j for j in jobs if not any(n in missing for n in j.needs)]
+    return runnable, missing
+
+
+def launch(sweeper, arguments: list[str]) -> Any:
+    """The sweep: expand, check the data once, save the plan, launch the runnable jobs."""
+    config, launcher = sweeper.config, sweeper.launcher
+    jobs = plan_jobs(config, arguments)
+    runnable, missing = available(jobs)
+    only_available = bool(OmegaConf.select(config, "benchmark.only_available"))
+    if missing and not only_available:
+        raise BenchmarkDataMissing("\n" + missing_report(missing) + "\nNo job was started.")
+    if missing:
+        log.warning(missing_report(missing))
+        log.warning(f"benchmark.only_available=true: {len(runnable)} of {len(jobs)} jobs run.")
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    write_plan(sweep_dir / "benchmark.json", jobs, runnable, missing)
+    size = sweeper.max_batch_size or max(1, len(runnable))
+    returns, index = [], 0
+    for start in range(0, len(runnable), size):
+        batch = [job.overrides for job in runnable[start : start + size]]
+        sweeper.validate_batch_is_legal(batch)
+        results = launcher.launch(batch, initial_job_idx=index)
+        for r in results:
+            _ = r.return_value  # raises if the job failed, as the basic sweeper does
+        index += len(batch)
+        returns.append(results)
+    return returns
+
+
+def write_plan(path: Path, jobs: list[Job], runnable: list[Job], missing: dict) -> None:
+    """The sweep's plan beside its jobs: what ran, and what did not for want of data (report)."""
+    ran = {id(j) for j in runnable}
+    payload = {
+        "jobs": len(jobs),
+        "launched": len(runnable),
+        "not_run": [
+            {"row": j.row, "table": j.table, "dataset": j.dataset, "category": j.category,
+             "seed": j.seed, "shots": j.shots}
+            for j in jobs if id(j) not in ran
+        ],
+        "missing": {n.label(): r["error"] for n, r in missing.items()},
+    }  # fmt: skip
+    path.write_text(json.dumps(payload, indent=2))
