@@ -131,18 +131,24 @@ def expand(plan: Mapping, extra: list[str] | None = None) -> list[Job]:
                     data.append(f"dataset.category={_quote(category)}")
                 if dataset in roots:
                     data.append(f"dataset.root={_quote(roots[dataset])}")
-                needs = [Need(dataset, None if category is None else str(category), roots.get(dataset))]
+                needs = [
+                    Need(dataset, None if category is None else str(category), roots.get(dataset))
+                ]
                 if entry.get("lodo"):
                     data.append(f"protocol.members=[{','.join(members)}]")
-                    data += [f"+protocol.roots.{m}={_quote(roots[m])}" for m in members if m in roots]
+                    data += [
+                        f"+protocol.roots.{m}={_quote(roots[m])}" for m in members if m in roots
+                    ]
                     needs += [Need(m, None, roots.get(m)) for m in members if m != dataset]
                 for shots in plan["shots"] if entry.get("few_shot") else [None]:
                     for seed in plan["seeds"]:
                         seed_key = entry.get("seed_key") or "seed"
-                        seeding = (
-                            f"seed={seed}" if seed_key == "seed" else f"{seed_key}=[{seed}]"
+                        seeding = f"seed={seed}" if seed_key == "seed" else f"{seed_key}=[{seed}]"
+                        table = (
+                            plan["name"]
+                            if plan.get("table_per", "benchmark") == "benchmark"
+                            else dataset
                         )
-                        table = plan["name"] if plan.get("table_per", "benchmark") == "benchmark" else dataset
                         info = (
                             f"bench={{name:{plan['name']},table:{table},row:{_quote(row)},"
                             f"papers:[{','.join(entry.get('paper') or [])}]}}"

@@ -37,7 +37,11 @@ def plan_jobs(config: DictConfig, arguments: list[str]) -> list[Job]:
             "experiment=bench_industrial."
         )
     extra = split_user_overrides(arguments)
-    sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(extra) if o.is_sweep_override()]
+    sweeps = [
+        o.input_line
+        for o in OverridesParser.create().parse_overrides(extra)
+        if o.is_sweep_override()
+    ]
     if sweeps:
         raise HydraException(
             f"{sweeps}: a benchmark's seeds, datasets and methods come from its plan; use "
@@ -95,5 +99,17 @@ def write_plan(path: Path, jobs: list[Job], runnable: list[Job], missing: dict) 
             for j in jobs if id(j) not in ran
         ],
         "missing": {n.label(): r["error"] for n, r in missing.items()},
+        "borrowed": borrowed(jobs),
     }  # fmt: skip
     path.write_text(json.dumps(payload, indent=2))
+
+
+def borrowed(jobs: list[Job]) -> list[dict]:
+    """The plan's borrowed-settings notes, one per (table, row, note) with its datasets."""
+    notes: dict[tuple, list[str]] = {}
+    for j in jobs:
+        if j.borrowed:
+            datasets = notes.setdefault((j.table, j.row, j.borrowed), [])
+            if j.dataset not in datasets:
+                datasets.append(j.dataset)
+    return [{"table": t, "row": r, "note": n, "datasets": d} for (t, r, n), d in notes.items()]

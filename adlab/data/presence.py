@@ -22,7 +22,9 @@ def dataset_config(need: Need, conf_dir: str | Path = CONF_DIR) -> dict:
     conf = Path(conf_dir)
     path = conf / "dataset" / f"{need.dataset}.yaml"
     if not path.is_file():
-        raise DatasetError(f"dataset={need.dataset}: no config {path}; benchmark.datasets names it.")
+        raise DatasetError(
+            f"dataset={need.dataset}: no config {path}; benchmark.datasets names it."
+        )
     cfg = OmegaConf.merge(OmegaConf.load(conf / "dataset_defaults.yaml"), OmegaConf.load(path))
     if need.category is not None:
         cfg.category = need.category
