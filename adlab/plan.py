@@ -189,8 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     measured_by: dict[tuple, tuple] = {}
     if not args.no_time:
         for key, cfg in configs.items():
-            size = (cfg.method._target_, cfg.image_size, cfg.data.batch_size, cfg.data.eval_batch_size,
-                    OmegaConf.select(cfg, "sampler.shots"))  # fmt: skip
+            data = cfg.data
+            shots = OmegaConf.select(cfg, "sampler.shots")
+            size = (
+                cfg.method._target_,
+                cfg.image_size,
+                data.batch_size,
+                data.eval_batch_size,
+                shots,
+            )
             if size not in timings:
                 timings[size] = measure(cfg.copy(), args.steps)
             measured_by[key] = size
@@ -225,8 +232,8 @@ def report(name, jobs, rows, timings, counts, configs) -> str:
         )
     out.append("")
     if timings:
-        out.append(f"estimated total: {hours(total)} of compute on {device}"
-                   + (f" ({unknown} jobs without data not counted)" if unknown else ""))  # fmt: skip
+        skipped = f" ({unknown} jobs without data not counted)" if unknown else ""
+        out.append(f"estimated total: {hours(total)} of compute on {device}{skipped}")
         out.append("measured on this machine, random weights and random tensors, per method and")
         out.append("setting (image size, batch): median of the timed Lightning training steps, one")
         out.append("test batch; job = steps x step + (validation x epochs + test) images x image.")

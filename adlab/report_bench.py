@@ -146,9 +146,8 @@ def _problems(members, failed: list[Path], plan: dict, name: str, table: str) ->
         lines += [f"  {d}" for d in failed]
     not_run = [j for j in plan.get("not_run", []) if j["table"] == table]
     if not_run:
-        lines.append(
-            f"{len(not_run)} job(s) not run, their data missing ({', '.join(plan.get('missing', {}))}):"
-        )
+        absent = ", ".join(plan.get("missing", {}))
+        lines.append(f"{len(not_run)} job(s) not run, their data missing ({absent}):")
         for j in not_run:
             where = j["dataset"] + (f"/{j['category']}" if j.get("category") else "")
             shots = f", {j['shots']}-shot" if j.get("shots") else ""
