@@ -56,6 +56,7 @@ class Job:
     overrides: list[str]
     needs: list[Need] = field(default_factory=list)
     borrowed: str | None = None
+    benchmark: str = ""
 
 
 def _quote(value: str) -> str:
@@ -107,71 +108,53 @@ def expand(plan: Mapping, extra: list[str] | None = None) -> list[Job]:
     """Every job of the plan in a fixed order (entry, dataset, category, shots, seed); `extra`
     (the user's overrides) is appended to each job, after the plan's settings."""
     check_plan(plan)
-    extra = list(extra or [])
-    datasets = list(plan["datasets"])
     categories = plan.get("categories") or {}
-    roots = {k: str(v) for k, v in (plan.get("roots") or {}).items() if v}
-    per_row = plan.get("overrides") or {}
-    members = list(plan.get("lodo_members") or [])
     jobs = []
     for entry in plan["jobs"]:
-        row = str(entry["row"])
-        if not _wanted(plan, row):
+        if not _wanted(plan, str(entry["row"])):
             continue
-        base = (
-            [f"experiment={entry['experiment']}"]
-            if entry.get("experiment")
-            else [f"method={entry['method']}"]
-        )
-        for dataset in [d for d in entry["datasets"] if d in datasets]:
-            cats = categories.get(dataset) or [None]
-            for category in cats:
-                data = [f"dataset={dataset}"]
-                if category is not None:
-                    data.append(f"dataset.category={_quote(category)}")
-                if dataset in roots:
-                    data.append(f"dataset.root={_quote(roots[dataset])}")
-                needs = [
-                    Need(dataset, None if category is None else str(category), roots.get(dataset))
-                ]
-                if entry.get("lodo"):
-                    data.append(f"protocol.members=[{','.join(members)}]")
-                    data += [
-                        f"+protocol.roots.{m}={_quote(roots[m])}" for m in members if m in roots
-                    ]
-                    needs += [Need(m, None, roots.get(m)) for m in members if m != dataset]
+        for dataset in [d for d in entry["datasets"] if d in plan["datasets"]]:
+            for category in categories.get(dataset) or [None]:
                 for shots in plan["shots"] if entry.get("few_shot") else [None]:
                     for seed in plan["seeds"]:
-                        seed_key = entry.get("seed_key") or "seed"
-                        seeding = f"seed={seed}" if seed_key == "seed" else f"{seed_key}=[{seed}]"
-                        table = (
-                            plan["name"]
-                            if plan.get("table_per", "benchmark") == "benchmark"
-                            else dataset
-                        )
-                        info = (
-                            f"bench={{name:{plan['name']},table:{table},row:{_quote(row)},"
-                            f"papers:[{','.join(entry.get('paper') or [])}]}}"
-                        )
-                        overrides = [
-                            *base, *data,
-                            *([f"sampler.shots={shots}"] if shots is not None else []),
-                            *list(entry.get("settings") or []),
-                            seeding,
-                            *list(per_row.get(row.split()[0]) or []),
-                            *extra,
-                            info,
-                        ]  # fmt: skip
-                        jobs.append(
-                            Job(row, table, dataset, None if category is None else str(category),
-                                int(seed), shots, overrides, needs, entry.get("borrowed"))
-                        )  # fmt: skip
+                        category = None if category is None else str(category)
+                        jobs.append(_job(plan, entry, dataset, category, shots, int(seed), extra))
     if not jobs:
         raise PlanError(
             "the benchmark selects no job: check benchmark.datasets and benchmark.methods against "
             "the datasets and rows of benchmark.jobs."
         )
     return jobs
+
+
+def _job(plan, entry, dataset, category, shots, seed, extra) -> Job:
+    """One job's overrides: settings source, data, shots, settings, seed, the method's extra
+    overrides, the user's, then `bench=` (its row and table for the report)."""
+    row, name = str(entry["row"]), str(plan["name"])
+    roots = {k: str(v) for k, v in (plan.get("roots") or {}).items() if v}
+    members = list(plan.get("lodo_members") or [])
+    source = entry.get("experiment")
+    out = [f"experiment={source}" if source else f"method={entry['method']}", f"dataset={dataset}"]
+    if category is not None:
+        out.append(f"dataset.category={_quote(category)}")
+    if dataset in roots:
+        out.append(f"dataset.root={_quote(roots[dataset])}")
+    needs = [Need(dataset, category, roots.get(dataset))]
+    if entry.get("lodo"):
+        out.append(f"protocol.members=[{','.join(members)}]")
+        out += [f"+protocol.roots.{m}={_quote(roots[m])}" for m in members if m in roots]
+        needs += [Need(m, None, roots.get(m)) for m in members if m != dataset]
+    if shots is not None:
+        out.append(f"sampler.shots={shots}")
+    out += list(entry.get("settings") or [])
+    seed_key = entry.get("seed_key") or "seed"
+    out.append(f"seed={seed}" if seed_key == "seed" else f"{seed_key}=[{seed}]")
+    out += list((plan.get("overrides") or {}).get(row.split()[0]) or [])
+    out += list(extra or [])
+    table = name if plan.get("table_per", "benchmark") == "benchmark" else dataset
+    papers = ",".join(entry.get("paper") or [])
+    out.append(f"bench={{name:{name},table:{table},row:{_quote(row)},papers:[{papers}]}}")
+    return Job(row, table, dataset, category, seed, shots, out, needs, entry.get("borrowed"), name)
 
 
 def needs_of(jobs: list[Job]) -> list[Need]:

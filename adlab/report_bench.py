@@ -108,7 +108,7 @@ def markdown(results: list[dict], metrics: list[str], pooled: bool, plan: dict) 
         groups.setdefault(key, [])
     cache: dict = {}
     out = []
-    for (name, table), members in groups.items():
+    for (name, table), members in sorted(groups.items()):
         title = name if table == name else f"{name}: {table}"
         out.append(f"## benchmark {title}\n")
         for metric in metrics:
@@ -123,7 +123,9 @@ def markdown(results: list[dict], metrics: list[str], pooled: bool, plan: dict) 
 
 
 def _borrowed(plan: dict, name: str, table: str, members: list[dict]) -> list[str]:
-    notes = [b for b in plan.get("borrowed", []) if b["table"] == table]
+    notes = [
+        b for b in plan.get("borrowed", []) if (b.get("benchmark"), b["table"]) == (name, table)
+    ]
     if not notes:
         return []
     lines = ["Settings borrowed where a paper has none:"]
@@ -144,7 +146,9 @@ def _problems(members, failed: list[Path], plan: dict, name: str, table: str) ->
     if failed:
         lines.append(f"{len(failed)} job(s) without results.json (failed or running):")
         lines += [f"  {d}" for d in failed]
-    not_run = [j for j in plan.get("not_run", []) if j["table"] == table]
+    not_run = [
+        j for j in plan.get("not_run", []) if (j.get("benchmark"), j["table"]) == (name, table)
+    ]
     if not_run:
         absent = ", ".join(plan.get("missing", {}))
         lines.append(f"{len(not_run)} job(s) not run, their data missing ({absent}):")
@@ -156,10 +160,15 @@ def _problems(members, failed: list[Path], plan: dict, name: str, table: str) ->
 
 
 def read_plan(root: Path, missing: list[Path]) -> dict:
-    """The sweep's benchmark.json (if any), with the failed job dirs assigned to their tables
-    (read from the bench= override in the job's .hydra/overrides.yaml)."""
-    path = root / "benchmark.json"
-    plan = json.loads(path.read_text()) if path.is_file() else {}
+    """The benchmark.json of every sweep under root (jobs not run, missing sets, borrowed
+    settings), with the failed job dirs assigned to their tables (read from the bench= override
+    in the job's .hydra/overrides.yaml)."""
+    plan: dict = {"not_run": [], "missing": {}, "borrowed": []}
+    for path in sorted(root.rglob("benchmark.json")):
+        sweep = json.loads(path.read_text())
+        plan["not_run"] += sweep.get("not_run", [])
+        plan["missing"].update(sweep.get("missing", {}))
+        plan["borrowed"] += [b for b in sweep.get("borrowed", []) if b not in plan["borrowed"]]
     by_table: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for job_dir in missing:
         overrides = job_dir / ".hydra" / "overrides.yaml"

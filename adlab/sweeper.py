@@ -94,8 +94,8 @@ def write_plan(path: Path, jobs: list[Job], runnable: list[Job], missing: dict) 
         "jobs": len(jobs),
         "launched": len(runnable),
         "not_run": [
-            {"row": j.row, "table": j.table, "dataset": j.dataset, "category": j.category,
-             "seed": j.seed, "shots": j.shots}
+            {"benchmark": j.benchmark, "row": j.row, "table": j.table, "dataset": j.dataset,
+             "category": j.category, "seed": j.seed, "shots": j.shots}
             for j in jobs if id(j) not in ran
         ],
         "missing": {n.label(): r["error"] for n, r in missing.items()},
@@ -109,7 +109,10 @@ def borrowed(jobs: list[Job]) -> list[dict]:
     notes: dict[tuple, list[str]] = {}
     for j in jobs:
         if j.borrowed:
-            datasets = notes.setdefault((j.table, j.row, j.borrowed), [])
+            datasets = notes.setdefault((j.benchmark, j.table, j.row, j.borrowed), [])
             if j.dataset not in datasets:
                 datasets.append(j.dataset)
-    return [{"table": t, "row": r, "note": n, "datasets": d} for (t, r, n), d in notes.items()]
+    return [
+        {"benchmark": b, "table": t, "row": r, "note": n, "datasets": d}
+        for (b, t, r, n), d in notes.items()
+    ]
