@@ -135,3 +135,11 @@ def test_the_check_lists_exactly_the_absent_sets(tmp_path, monkeypatch):
     text = missing_report(missing)
     assert text.startswith("2 dataset(s)") and "python -m adlab.data.prepare headct" in text
     assert f"{data}/headct" in text and "data/RSNA" in text and "bmad_brain" not in text
+
+
+def test_every_benchmark_dataset_says_how_to_get_it():
+    hints = OmegaConf.load(CONF / "dataset_sources.yaml")
+    for name in ("bench_medical", "bench_industrial"):
+        p = plan(name)
+        needed = set(p["datasets"]) | set(p["lodo_members"])
+        assert needed <= set(hints), needed - set(hints)
