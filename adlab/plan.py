@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from adlab.benchmark import Job, needs_of
+from adlab.benchmark import Job, PlanError, needs_of, split_user_overrides
 from adlab.data.presence import inspect, missing_report
 from adlab.paths import CONF_DIR
-from adlab.sweeper import plan_jobs
+from adlab.sweeper import plan_jobs, refuse_sweeps
 
 SEED_KEYS = ("seed=", "sampler.seeds=", "bench=")
 
@@ -177,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        root = compose("config", overrides=args.overrides)
-        jobs = plan_jobs(root, args.overrides)
+        try:
+            refuse_sweeps(split_user_overrides(args.overrides))
+            root = compose("config", overrides=args.overrides)
+            jobs = plan_jobs(root, args.overrides)
+        except (PlanError, HydraException) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         counts = {need: inspect(need) for need in needs_of(jobs)}
         configs: dict[tuple, DictConfig] = {}
         for job in jobs:

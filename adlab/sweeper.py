@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from adlab.benchmark import Job, expand, needs_of, split_user_overrides
+from adlab.benchmark import Job, PlanError, expand, needs_of, split_user_overrides
 from adlab.data.presence import inspect, missing_report
 
 log = logging.getLogger(__name__)
-
-
-class BenchmarkDataMissing(HydraException):
-    """Datasets a benchmark needs are absent; the message lists each and how to get it."""
 
 
 def plan_jobs(config: DictConfig, arguments: list[str]) -> list[Job]:
@@ -37,18 +34,20 @@ def plan_jobs(config: DictConfig, arguments: list[str]) -> list[Job]:
             "experiment=bench_industrial."
         )
     extra = split_user_overrides(arguments)
-    sweeps = [
-        o.input_line
-        for o in OverridesParser.create().parse_overrides(extra)
-        if o.is_sweep_override()
-    ]
+    refuse_sweeps(extra)
+    plan = OmegaConf.to_container(config.benchmark, resolve=True)
+    return expand(plan, extra)  # type: ignore[arg-type]
+
+
+def refuse_sweeps(arguments: list[str]) -> None:
+    """A benchmark's seeds, datasets and methods come from its plan, never from `a=1,2`."""
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
     if sweeps:
         raise HydraException(
             f"{sweeps}: a benchmark's seeds, datasets and methods come from its plan; use "
             "benchmark.seeds=[..], benchmark.datasets=[..] or benchmark.methods=[..] instead."
         )
-    plan = OmegaConf.to_container(config.benchmark, resolve=True)
-    return expand(plan, extra)  # type: ignore[arg-type]
 
 
 def available(jobs: list[Job]) -> tuple[list[Job], dict]:
@@ -62,11 +61,17 @@ def available(jobs: list[Job]) -> tuple[list[Job], dict]:
 def launch(sweeper, arguments: list[str]) -> Any:
     """The sweep: expand, check the data once, save the plan, launch the runnable jobs."""
     config, launcher = sweeper.config, sweeper.launcher
-    jobs = plan_jobs(config, arguments)
+    try:
+        jobs = plan_jobs(config, arguments)
+    except (PlanError, HydraException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     runnable, missing = available(jobs)
     only_available = bool(OmegaConf.select(config, "benchmark.only_available"))
     if missing and not only_available:
-        raise BenchmarkDataMissing("\n" + missing_report(missing) + "\nNo job was started.")
+        # one plain list and exit status 2, not a traceback (Hydra reports Exceptions with one)
+        print(f"error: {missing_report(missing)}\nNo job was started.", file=sys.stderr)
+        raise SystemExit(2)
     if missing:
         log.warning(missing_report(missing))
         log.warning(f"benchmark.only_available=true: {len(runnable)} of {len(jobs)} jobs run.")

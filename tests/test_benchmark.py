@@ -143,3 +143,10 @@ def test_every_benchmark_dataset_says_how_to_get_it():
         p = plan(name)
         needed = set(p["datasets"]) | set(p["lodo_members"])
         assert needed <= set(hints), needed - set(hints)
+
+
+def test_a_sweep_override_is_refused_with_the_key_to_use(capsys):
+    from adlab.plan import main
+
+    assert main(["experiment=bench_industrial", "seed=0,1", "--no-time"]) == 2
+    assert "use benchmark.seeds=[..]" in capsys.readouterr().err

@@ -123,9 +123,7 @@ def test_the_report_prints_one_table_per_benchmark_with_the_paper_beside(sweeps)
     irows = [line.split(" | ")[0][2:] for line in industrial.splitlines() if line.startswith("| ")]
     assert irows == ["method", "rd4ad", "urd", "pdd"]
     irow = next(line for line in industrial.splitlines() if line.startswith("| rd4ad"))
-    assert re.search(
-        r"^\| rd4ad \| [\d.]+ ± [\d.]+ \(n=2\) \| [\d.]+ \[paper 98\.5\] \|$", irow
-    )
+    assert re.search(r"^\| rd4ad \| [\d.]+ ± [\d.]+ \(n=2\) \| [\d.]+ \[paper 98\.5\] \|$", irow)
     lines = list(csv.DictReader(table.open()))
     assert {(r["benchmark"], r["table"]) for r in lines} == {
         ("medical", "medical"),
