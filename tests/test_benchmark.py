@@ -150,3 +150,15 @@ def test_a_sweep_override_is_refused_with_the_key_to_use(capsys):
 
     assert main(["experiment=bench_industrial", "seed=0,1", "--no-time"]) == 2
     assert "use benchmark.seeds=[..]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["bench_medical", "bench_industrial"])
+def test_one_job_of_every_row_and_dataset_composes(preset):
+    firsts = {}
+    for job in expand(plan(preset)):
+        firsts.setdefault((job.row, job.dataset), job)
+    with initialize_config_dir(str(CONF), version_base=None):
+        for (row, dataset), job in firsts.items():
+            cfg = compose("config", overrides=[*job.overrides, "method_name=m", "run_name=r"])
+            assert cfg.dataset.name == dataset and cfg.bench.row == row
+            assert cfg.method._target_.rsplit(".", 1)[-1].lower() == row.split()[0]
