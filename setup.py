@@ -12,7 +12,7 @@ CONF_PACKAGES = ["adlab.conf"] + [f"adlab.conf.{g.replace('/', '.')}" for g in G
 DATA = {"adlab.data.splits": ["*.csv"], **{p: ["*.yaml"] for p in CONF_PACKAGES}}
 
 setup(
-    packages=find_packages(include=["adlab*"]) + list(DATA),
+    packages=find_packages(include=["adlab*"]) + ["hydra_plugins.adlab_benchmark"] + list(DATA),
     package_dir={"adlab.conf": "conf"},
     package_data=DATA,
 )

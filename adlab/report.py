@@ -269,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument(
+        "--benchmark",
+        metavar="NAME",
+        help="benchmark runs (experiment=bench_*): only this benchmark's tables (medical, ...)",
+    )
+    parser.add_argument(
         "--pooled",
         action="store_true",
         help="multi-class runs: one pooled column instead of one column per category",
@@ -290,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"error: no results.json under {args.root}", file=sys.stderr)
         return 1
+    if any(bench_of(r) for r in results):
+        return benchmark_report(args, results, missing)
     diverged = [r for r in results if r.get("status") == "diverged"]
     results = [r for r in results if r.get("status") != "diverged"]
     label_variants(results)
@@ -316,6 +323,37 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = log_report(args.root, results, args.metrics, args.pooled, args.project)
         print(f"logged the table to W&B ({run_dir})")
     return 0
+
+
+def benchmark_report(args: argparse.Namespace, results: list[dict], missing: list[Path]) -> int:
+    """The tables of a benchmark sweep (adlab/report_bench.py); other runs under the same root
+    are reported as usual after them."""
+    from adlab import report_bench
+
+    plan = report_bench.read_plan(args.root, missing)
+    bench = [r for r in results if bench_of(r)]
+    if args.benchmark:
+        bench = [r for r in bench if bench_of(r).get("name") == args.benchmark]
+        plan["failed_by_table"] = {
+            k: v for k, v in plan["failed_by_table"].items() if k[0] == args.benchmark
+        }
+        if not bench:
+            print(f"error: no job of benchmark {args.benchmark} under {args.root}", file=sys.stderr)
+            return 1
+    print(report_bench.markdown(bench, args.metrics, args.pooled, plan))
+    others = [r for r in results if not bench_of(r) and r.get("status") != "diverged"]
+    if others:
+        label_variants(others)
+        print(markdown(others, args.metrics, args.pooled))
+    if args.csv:
+        report_bench.write_csv(bench, args.metrics, args.csv, args.pooled)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def bench_of(result: dict) -> dict | None:
+    """The benchmark a job belongs to (config.bench, set by the benchmark sweeper), or None."""
+    return (result.get("config") or {}).get("bench")
 
 
 if __name__ == "__main__":

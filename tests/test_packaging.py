@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "adlab", "conf")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "adlab", "conf", "hydra_plugins")
 
 
 def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -59,6 +59,7 @@ def test_wheel_install_composes_its_configs_outside_the_repo(tmp_path):
     for conf in REPO.joinpath("conf").rglob("*.yaml"):
         assert f"adlab/conf/{conf.relative_to(REPO / 'conf').as_posix()}" in names, conf
     assert "adlab/data/splits/headct.csv" in names
+    assert "hydra_plugins/adlab_benchmark/benchmark_sweeper.py" in names  # experiment=bench_*
     # torch & co. come from this interpreter's environment: install only adlab, offline
     site = tmp_path / "site"
     run(
