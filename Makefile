@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # The tested torch pair is pinned through constraints.txt; pyproject keeps ranges for users.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
@@ -23,12 +23,12 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 lint: install
-	$(BIN)/ruff check adlab tests experiments
-	$(BIN)/ruff format --check adlab tests experiments
+	$(BIN)/ruff check adlab tests experiments hydra_plugins
+	$(BIN)/ruff format --check adlab tests experiments hydra_plugins
 
 format: install
-	$(BIN)/ruff format adlab tests experiments
-	$(BIN)/ruff check --fix adlab tests experiments
+	$(BIN)/ruff format adlab tests experiments hydra_plugins
+	$(BIN)/ruff check --fix adlab tests experiments hydra_plugins
 
 # RD4AD on the real solar-cell images shipped by elpv-dataset, small enough for a 2-core CPU.
 demo: install
