@@ -243,20 +243,26 @@ def paper_notes(blocks: list[dict], metric: str) -> list[str]:
     return lines
 
 
+def cell_rows(results: list[dict], metrics: list[str], pooled: bool) -> list[list]:
+    """One row per (metric, method, dataset) cell: mean and seed std in percent, seed count."""
+    rows = []
+    for metric in metrics:
+        methods, datasets, cells = table(results, metric, pooled)
+        for m in methods:
+            for d in datasets:
+                values = cells.get((m, d), [])
+                if values:
+                    std = statistics.stdev(values) if len(values) > 1 else 0.0
+                    rows.append([metric, m, d, statistics.fmean(values), std, len(values)])
+    return rows
+
+
 def write_csv(results: list[dict], metrics: list[str], path: Path, pooled: bool = False) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "dataset", "metric", "mean", "std", "n"])
-        for metric in metrics:
-            methods, datasets, cells = table(results, metric, pooled)
-            for m in methods:
-                for d in datasets:
-                    vals = cells.get((m, d), [])
-                    if vals:
-                        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                        writer.writerow(
-                            [m, d, metric, f"{statistics.fmean(vals):.4f}", f"{std:.4f}", len(vals)]
-                        )
+        for metric, m, d, mean, std, n in cell_rows(results, metrics, pooled):
+            writer.writerow([m, d, metric, f"{mean:.4f}", f"{std:.4f}", n])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,15 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         write_csv(results, args.metrics, args.csv, args.pooled)
         print(f"wrote {args.csv}")
-    if args.plot:
-        from adlab.report_plot import plot
-
-        print(f"wrote {plot(results, args.metrics[0], args.plot, args.pooled)}")
-    if args.wandb:
-        from adlab.report_wandb import log_report
-
-        run_dir = log_report(args.root, results, args.metrics, args.pooled, args.project)
-        print(f"logged the table to W&B ({run_dir})")
+    extras(args, results)
     return 0
 
 
@@ -348,7 +346,21 @@ def benchmark_report(args: argparse.Namespace, results: list[dict], missing: lis
     if args.csv:
         report_bench.write_csv(bench, args.metrics, args.csv, args.pooled)
         print(f"wrote {args.csv}")
+    extras(args, bench)
     return 0
+
+
+def extras(args: argparse.Namespace, results: list[dict]) -> None:
+    """--plot and --wandb: the table as a PNG and as W&B Tables (with the paper rows)."""
+    if args.plot:
+        from adlab.report_plot import plot
+
+        print(f"wrote {plot(results, args.metrics[0], args.plot, args.pooled)}")
+    if args.wandb:
+        from adlab.report_wandb import log_report
+
+        run_dir = log_report(args.root, results, args.metrics, args.pooled, args.project)
+        print(f"logged the table to W&B ({run_dir})")
 
 
 def bench_of(result: dict) -> dict | None:

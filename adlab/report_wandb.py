@@ -11,24 +11,10 @@ import statistics
 from pathlib import Path
 
 from adlab.paper import paper_value
-from adlab.report import paper_blocks, table
+from adlab.report import cell_rows, paper_blocks, table
 from adlab.tracking import group_name, wandb_mode
 
 CELL_COLUMNS = ["metric", "method", "dataset", "mean", "std", "n"]
-
-
-def cell_rows(results: list[dict], metrics: list[str], pooled: bool) -> list[list]:
-    """One row per (metric, method, dataset) cell: mean and seed std in percent, seed count."""
-    rows = []
-    for metric in metrics:
-        methods, datasets, cells = table(results, metric, pooled)
-        for m in methods:
-            for d in datasets:
-                values = cells.get((m, d), [])
-                if values:
-                    std = statistics.stdev(values) if len(values) > 1 else 0.0
-                    rows.append([metric, m, d, statistics.fmean(values), std, len(values)])
-    return rows
 
 
 def wide_rows(results: list[dict], metric: str, pooled: bool) -> tuple[list[str], list[list]]:
