@@ -87,13 +87,17 @@ def grouping_overrides(result: dict) -> dict[str, str]:
 
 
 def label_variants(results: list[dict]) -> None:
-    """Set `variant` on each result: the grouping overrides whose values differ across runs."""
-    groups = [grouping_overrides(r) for r in results]
-    keys = sorted({k for g in groups for k in g})
-    varying = [k for k in keys if len({g.get(k) for g in groups}) > 1]
-    for result, group in zip(results, groups):
-        parts = [f"{k}={group.get(k, 'default')}" for k in varying]
-        result["variant"] = ", ".join(parts)
+    """Set `variant` on each result: the grouping overrides whose values differ across the runs
+    of the same method (keys that only tell methods apart stay out of the labels)."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        by_method[r.get("method") or "?"].append(r)
+    for runs in by_method.values():
+        groups = [grouping_overrides(r) for r in runs]
+        keys = sorted({k for g in groups for k in g})
+        varying = [k for k in keys if len({g.get(k) for g in groups}) > 1]
+        for result, group in zip(runs, groups):
+            result["variant"] = ", ".join(f"{k}={group.get(k, 'default')}" for k in varying)
 
 
 def dataset_label(result: dict) -> str:
