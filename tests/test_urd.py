@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from test_e2e_run import adlab
 from torch.utils.data import DataLoader
 
 from adlab.data.batch import collate
@@ -393,13 +394,6 @@ def test_evaluate_entry_point_scores_a_trained_urd_checkpoint(tmp_path):
 def test_run_trains_urd_on_synthetic_anomalies_and_both_losses_decrease(tmp_path):
     """`python -m adlab.run method=urd`: synthesis=perlin feeds the damaged images, both
     optimisers step, both losses fall from the first epoch to the last, metrics are written."""
-    env = {
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "HF_HUB_OFFLINE": "1",
-        "ADLAB_DATA": str(tmp_path / "data"),
-        "PYTHONPATH": str(REPO),
-    }
     run_dir = tmp_path / "run"
     args = [
         *TINY,
@@ -417,11 +411,7 @@ def test_run_trains_urd_on_synthetic_anomalies_and_both_losses_decrease(tmp_path
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "adlab.run", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    adlab("adlab.run", *args, cwd=tmp_path)  # ADLAB_DATA=<cwd>/data, W&B offline
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     for name in ("teacher", "student"):
         epochs = [float(r[f"train/{name}_epoch"]) for r in rows if r.get(f"train/{name}_epoch")]
