@@ -26,6 +26,7 @@ from adlab.metrics.code_metrics import (
     pdd_batch_ap,
     pdd_batch_auroc,
     pdd_batch_f1_max,
+    pdd_batch_points,
     rd4ad_aupro,
     rd4ad_image_pro,
     rd4ad_mask,
@@ -238,6 +239,60 @@ def test_streaming_equals_the_functions_over_uneven_batches():
         "code_pdd/image_f1_max",
     }
     assert streaming.compute() == got  # a second compute gives the same numbers
+
+
+def order_test_set():
+    """57 images (masks at 45x38, maps at 24x24, half of them quantised) whose PDD batches mix
+    classes and whose RD4AD image AUROC is below 1."""
+    rng = np.random.default_rng(11)
+    n = 57
+    labels = (np.arange(n) >= 25).astype(int)
+    labels[[3, 31]] = [1, 0]
+    masks = [blobs(rng, (45, 38), 2) if y else np.zeros((45, 38), bool) for y in labels]
+    maps = np.stack(
+        [anomaly_map(rng, rd4ad_mask(m, (24, 24)), i % 2 == 0) for i, m in enumerate(masks)]
+    )
+    maps = (maps * rng.uniform(0.6, 1.4, n)[:, None, None].astype(np.float32)).astype(np.float32)
+    noise = rng.random(n).astype(np.float32) * 0.5
+    scores = (maps.reshape(n, -1).max(axis=1) * 0.5 + noise).astype(np.float32)
+    return maps, scores, labels, np.stack(masks)[:, None]
+
+
+# CodeMetrics' results on order_test_set before it became a torchmetrics Metric (the plain class)
+BEFORE = {
+    "code_rd4ad/pixel_auroc": 0.9196987781460437,
+    "code_rd4ad/aupro": 0.8169626300652107,
+    "code_rd4ad/image_auroc": 0.9255583126550868,
+    "code_pdd/image_auroc": 0.8,
+    "code_pdd/image_ap": 0.9666666666666667,
+    "code_pdd/image_f1_max": 0.9090909090909091,
+}
+
+
+def test_the_metric_gives_the_numbers_of_the_plain_class_and_restores_the_order():
+    """On one process: the same numbers as before, bit for bit, with or without `index`; fed out
+    of order with each image's index, the test order is restored (PDD's points are its)."""
+    maps, scores, labels, masks = order_test_set()
+    cuts = [0, 6, 19, 20, 40, 57]
+    plain, indexed = CodeMetrics(["rd4ad", "pdd"]), CodeMetrics(["rd4ad", "pdd"])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        plain.update(torch.from_numpy(maps[a:b]), scores[a:b], labels[a:b], masks[a:b])
+        indexed.update(maps[a:b], scores[a:b], labels[a:b], masks[a:b], torch.arange(a, b))
+    assert plain.compute() == BEFORE and indexed.compute() == BEFORE
+    assert plain.compute() == BEFORE  # a second compute (on the sorted pixels) is the same
+    shuffled = CodeMetrics(["rd4ad", "pdd"])
+    perm = np.random.default_rng(3).permutation(57)
+    for part in np.array_split(perm, 4):
+        shuffled.update(maps[part], scores[part], labels[part], masks[part], part)
+    assert shuffled.compute() == BEFORE
+    unsorted_points = pdd_batch_points(scores[perm], labels[perm])[0]
+    assert not np.array_equal(unsorted_points, pdd_batch_points(scores, labels)[0])
+    shuffled.reset()
+    shuffled.update(maps[:20], scores[:20], labels[:20], masks[:20], np.arange(20))
+    with pytest.raises(ValueError, match="index was given for some batches"):
+        shuffled.update(maps[20:], scores[20:], labels[20:], masks[20:])
+    with pytest.raises(ValueError, match="masks was given for some batches"):
+        shuffled.update(maps[20:], scores[20:], labels[20:], None, np.arange(20, 57))
 
 
 def test_rd4ad_variants_need_masks_and_unknown_names_fail():

@@ -189,6 +189,9 @@ def test_synthetic_datamodule_end_to_end(tmp_path):
     assert batch["mask"].dtype == torch.uint8
     paths = [p for b in batches for p in b["path"]]
     assert paths == sorted(paths)
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(8))  # test order
+    assert "index" in dm.batch_keys("test") and "index" not in dm.batch_keys("train")
+    assert "index" not in next(iter(dm.train_dataloader()))
     for b in batches:  # masks agree with labels: anomalous have pixels, normals none
         for label, mask in zip(b["label"], b["mask"]):
             assert bool(mask.any()) == bool(label)

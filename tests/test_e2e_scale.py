@@ -87,20 +87,26 @@ def test_submitit_local_sweep_then_resume_auto(tmp_path):
 
 def test_ddp_on_two_processes_tests_the_whole_set_once(tmp_path):
     """trainer=ddp with 2 gloo processes: one results.json, one checkpoint, one W&B run, and the
-    test metrics of a single-process evaluation of the same checkpoint."""
+    test metrics of a single-process evaluation of the same checkpoint, the official codes'
+    variants included (PDD's batch-level ones depend on the test order that the ranks split)."""
     run = tmp_path / "ddp"
+    code = "eval.code_metrics=[rd4ad,pdd]"
     adlab("adlab.run", *ONE_EPOCH, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-          f"hydra.run.dir={run}", cwd=tmp_path)  # fmt: skip
+          code, f"hydra.run.dir={run}", cwd=tmp_path)  # fmt: skip
     assert len(list(run.glob("wandb/offline-run-*"))) == 1
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
     ours = json.loads((run / "results.json").read_text())
     assert ours["config"]["trainer"]["strategy"] == "ddp"
     out = tmp_path / "eval"
     adlab("adlab.evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "dataset=synthetic",
-          "logger=none", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}",
+          "logger=none", "trainer.enable_progress_bar=false", code, f"hydra.run.dir={out}",
           cwd=tmp_path)  # fmt: skip
     single = json.loads((out / "results.json").read_text())["metrics"]
     assert set(single) == set(ours["metrics"])
+    assert {k for k in single if k.startswith("code_")} == {
+        "code_rd4ad/pixel_auroc", "code_rd4ad/aupro", "code_rd4ad/image_auroc",
+        "code_pdd/image_auroc", "code_pdd/image_ap", "code_pdd/image_f1_max",
+    }  # fmt: skip
     for key, value in single.items():
         assert ours["metrics"][key] == pytest.approx(value, abs=1e-6), key
     refused = adlab("adlab.run", "-m", *ONE_EPOCH, "logger=none", "trainer=ddp",

@@ -23,6 +23,7 @@ class Batch(TypedDict, total=False):
     path: list[str]
     category: list[str]
     mask: Tensor | list[Tensor]  # (B, 1, h, w) uint8 at ground-truth resolution (test)
+    index: Tensor  # (B,) int64 position in the split (evaluation): the test order across ranks
     augmented: Tensor  # (B, 3, H, W) the image with a synthetic anomaly
     synthetic_mask: Tensor  # (B, 1, H, W) where the synthetic anomaly is
     support: Tensor  # (B, k, 3, H, W) reference images of the same source

@@ -290,6 +290,7 @@ class AnomalyDataModule:
             self.splits[split],
             self._cache,
             with_masks=masks,
+            with_index=split != "train",
             skip_bad=self.config.get("on_bad_image") == "skip",
             synthesis=synthesis,
             foreground=self.foreground,
@@ -332,6 +333,8 @@ class AnomalyDataModule:
         keys = set(BASE_KEYS)
         if split == "test" and self.has_masks:
             keys.add("mask")
+        if split != "train":
+            keys.add("index")
         if split == "train" and enabled(self.synthesis):
             keys |= {"augmented", "synthetic_mask"}
         return keys

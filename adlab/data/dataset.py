@@ -97,7 +97,9 @@ def _progress(results: Iterator, total: int) -> Iterator:
 
 
 class AnomalyDataset(Dataset):
-    """Items are dicts {image, label, path, category[, mask]}; masks at ground-truth resolution.
+    """Items are dicts {image, label, path, category[, mask][, index]}; masks at ground-truth
+    resolution; `with_index` adds the item's position in the split (the evaluation loaders, so
+    code metrics that depend on the test order can restore it after a DDP gather).
 
     A file that fails to decode here (cache=none; setup checked it, so it changed since or
     dataset.verify=header) follows dataset.on_bad_image: an error naming it, or with skip_bad
@@ -114,6 +116,7 @@ class AnomalyDataset(Dataset):
         samples: Sequence[Sample],
         cache: ImageCache,
         with_masks: bool = False,
+        with_index: bool = False,
         skip_bad: bool = False,
         synthesis: PerlinAnomalies | None = None,
         foreground: Mapping[str, np.ndarray] | None = None,
@@ -122,6 +125,7 @@ class AnomalyDataset(Dataset):
         self.samples = list(samples)
         self.cache = cache
         self.with_masks = with_masks
+        self.with_index = with_index
         self.skip_bad = skip_bad
         self.skipped: list[str] = []  # in this process (a worker process keeps its own)
         self.synthesis = synthesis
@@ -155,6 +159,8 @@ class AnomalyDataset(Dataset):
         }
         if self.with_masks:
             item["mask"] = self._mask(sample)
+        if self.with_index:
+            item["index"] = index
         if self.synthesis is not None:
             rng = item_rng(self.seed, epoch, index)
             fg = self.foreground.get(sample.path)

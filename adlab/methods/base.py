@@ -342,14 +342,16 @@ class DistillationMethod(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.evaluator = self._new_evaluator()
         names = self.eval_cfg["code_metrics"]
-        self.code_metrics = CodeMetrics(names) if names else None
+        self.code_metrics = CodeMetrics(names, process_group=metric_group()) if names else None
         self.visuals = []
         self.worst = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         maps, scores = self._update(self.evaluator, batch)
-        if self.code_metrics is not None:  # the same maps, in test-loader order
-            self.code_metrics.update(maps, scores, batch["label"].cpu(), batch.get("mask"))
+        if self.code_metrics is not None:  # the same maps; `index` restores the order under DDP
+            self.code_metrics.update(
+                maps, scores, batch["label"].cpu(), batch.get("mask"), batch.get("index")
+            )
         self._keep_visuals(batch, maps, scores)
 
     def on_test_epoch_end(self) -> None:
@@ -367,7 +369,7 @@ class DistillationMethod(pl.LightningModule):
             self.test_results_by_category = by_cat
             for cat, values in by_cat.items():
                 logged.update({f"{prefix}/{cat}/{k}": float(v) for k, v in values.items()})
-        self.log_dict(logged, sync_dist=True)  # equal on every rank (synced evaluator)
+        self.log_dict(logged, sync_dist=True)  # equal on every rank (synced evaluators)
 
     def _keep_visuals(self, batch: dict, maps: Tensor, scores: Tensor) -> None:
         """Keep up to n_visuals/2 normal and n_visuals/2 anomalous test images for the sample

@@ -39,6 +39,7 @@ from adlab.metrics.ranking import (
     rank,
     sort_chunks,
 )
+from adlab.metrics.states import add_cat_states, check_masks, state_arrays
 
 RESOLUTIONS = ("gt", "model")
 # Metric states, each a list reduced by concatenation across ranks: per image, then per chunk.
@@ -106,12 +107,6 @@ def _encode(names: Sequence[str]) -> torch.Tensor:
 def _decode(parts: list[np.ndarray]) -> list[str]:
     data = b"".join(p.astype(np.uint8, copy=False).tobytes() for p in parts)
     return [b.decode() for b in data.split(b"\0")[:-1]]
-
-
-def _arrays(state: torch.Tensor | list[torch.Tensor]) -> list[np.ndarray]:
-    """A list state as numpy views: one per update, or one after a distributed sync (cat)."""
-    items = [state] if isinstance(state, torch.Tensor) else state
-    return [t.detach().cpu().numpy() for t in items]
 
 
 def _segments(parts: list[np.ndarray], sizes: np.ndarray) -> list[np.ndarray]:
@@ -204,8 +199,7 @@ class AnomalyEvaluator(Metric):
         self.eval_resolution = eval_resolution
         self.fpr_limit = check_fpr_limit(fpr_limit)
         self.pixel_metrics = bool(pixel_metrics)
-        for name in STATES:
-            self.add_state(name, default=[], dist_reduce_fx="cat")
+        add_cat_states(self, STATES)
         self._clear()
 
     def _clear(self) -> None:
@@ -221,14 +215,14 @@ class AnomalyEvaluator(Metric):
 
     @property
     def num_images(self) -> int:
-        return sum(a.size for a in _arrays(self.scores))
+        return sum(a.size for a in state_arrays(self.scores))
 
     @property
     def categories(self) -> list[str]:
         """The categories seen (by all ranks after a compute), in order of first appearance."""
         if self._prepared is not None:
             return list(self._prepared.categories)
-        return list(dict.fromkeys(_decode(_arrays(self.image_categories))))
+        return list(dict.fromkeys(_decode(state_arrays(self.image_categories))))
 
     def update(
         self,
@@ -245,12 +239,7 @@ class AnomalyEvaluator(Metric):
         cats = [""] * batch if categories is None else [str(c) for c in categories]
         if len(cats) != batch:
             raise ValueError(f"categories holds {len(cats)} names for a batch of {batch} images.")
-        has_masks = masks is not None
-        if self._has_masks is not None and has_masks != self._has_masks:
-            raise ValueError(
-                "masks was given for some batches and None for others; a test set must have "
-                "masks for every image (use all-zero masks for normal images) or for none."
-            )
+        has_masks = check_masks(self._has_masks, masks is not None)
         chunks = []
         if has_masks and self.pixel_metrics:
             m = torch.from_numpy(as_scores(maps, "maps"))
@@ -308,18 +297,18 @@ class AnomalyEvaluator(Metric):
         key = (self._update_count, self._is_synced)
         if self._prepared is not None and self._prepared.key == key:
             return self._prepared
-        scores = _arrays(self.scores)
+        scores = state_arrays(self.scores)
         if not scores or not sum(a.size for a in scores):
             raise RuntimeError("AnomalyEvaluator.compute() called before any update().")
-        image_categories = np.asarray(_decode(_arrays(self.image_categories)))
+        image_categories = np.asarray(_decode(state_arrays(self.image_categories)))
         pixels: dict[str, _Pixels] = {}
-        rows = _arrays(self.chunk_sizes)
+        rows = state_arrays(self.chunk_sizes)
         if rows:
             sizes = np.concatenate([r.reshape(-1, 3) for r in rows]).astype(np.int64)
-            names = _decode(_arrays(self.chunk_categories))
-            negs = _segments(_arrays(self.neg), sizes[:, 0])
-            poss = _segments(_arrays(self.pos), sizes[:, 1])
-            idss = _segments(_arrays(self.region_ids), sizes[:, 1])
+            names = _decode(state_arrays(self.chunk_categories))
+            negs = _segments(state_arrays(self.neg), sizes[:, 0])
+            poss = _segments(state_arrays(self.pos), sizes[:, 1])
+            idss = _segments(state_arrays(self.region_ids), sizes[:, 1])
             grouped: dict[str, tuple[list, list, list]] = {}
             for name in dict.fromkeys(names):
                 grouped[name] = ([], [], [])
@@ -339,7 +328,7 @@ class AnomalyEvaluator(Metric):
             self._compact(pixels)
         self._prepared = _Prepared(
             scores=np.concatenate(scores) if len(scores) > 1 else scores[0],
-            labels=np.concatenate(_arrays(self.labels)).astype(bool),
+            labels=np.concatenate(state_arrays(self.labels)).astype(bool),
             image_categories=image_categories,
             categories=list(dict.fromkeys(image_categories.tolist())),
             pixels=pixels,
@@ -415,7 +404,7 @@ class AnomalyEvaluator(Metric):
         """(scores, labels) of every image so far: the histogram and worst-case figures use them."""
         if self._prepared is not None:  # after compute(): every rank's images
             return self._prepared.scores, self._prepared.labels.astype(bool)
-        scores, labels = _arrays(self.scores), _arrays(self.labels)
+        scores, labels = state_arrays(self.scores), state_arrays(self.labels)
         if not scores:
             return np.zeros(0, np.float32), np.zeros(0, bool)
         return np.concatenate(scores), np.concatenate(labels).astype(bool)
