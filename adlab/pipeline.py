@@ -153,6 +153,38 @@ def check_input_size(cfg: DictConfig, divisor: int) -> None:
         )
 
 
+def check_precision(cfg: DictConfig, method: DistillationMethod, training: bool = True) -> None:
+    """bf16 only where it was measured to give float32's metrics: the method's `bf16_training`
+    (adlab.run trains and tests in it) or `bf16_testing` (adlab.evaluate only tests)."""
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
+    if "bf16" not in precision:
+        return
+    cls = type(method)
+    flag = "bf16_training" if training else "bf16_testing"
+    where = f"{cls.__module__}.{cls.__name__}.{flag}"
+    if precision not in ("bf16-mixed", "bf16"):
+        raise ConfigError(
+            f"trainer.precision={precision}: adlab measured only bf16-mixed (float32 weights, "
+            "bf16 autocast); use trainer.precision=bf16-mixed where a method offers it, or "
+            "32-true (the default)."
+        )
+    if not getattr(cls, flag) and not cfg.get("allow_bf16", False):
+        what = "training" if training else "testing"
+        testing = (
+            " (bf16 testing of a float32-trained model is: adlab.evaluate ckpt=... "
+            "trainer.precision=bf16-mixed)"
+            if training and cls.bf16_testing
+            else ""
+        )
+        raise ConfigError(
+            f"trainer.precision={precision} is not offered for {what} {cls.__name__} ({where} "
+            f"is False; measured: {cls.bf16_note}). bf16 is offered where its metrics agree "
+            f"with float32 within 0.5 AUROC points: use trainer.precision=32-true (the default)"
+            f"{testing}, or to measure it add allow_bf16=true (experiments/bench/gpu.py does) "
+            f"and set {where} with the figures."
+        )
+
+
 def check_batch_keys(method: DistillationMethod, datamodule: AnomalyDataModule) -> None:
     """Fail before training when the data does not provide what the method trains on."""
     missing = [k for k in method.required_batch_keys if k not in datamodule.batch_keys("train")]
@@ -201,8 +233,11 @@ def model_config(cfg: DictConfig | Mapping, stored: Mapping) -> DictConfig:
     """The config with the model-defining keys replaced by those stored in a checkpoint."""
     merged = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     merged = dict(merged)
+    compile_now = bool((merged.get("method") or {}).get("compile", False))
     for key in MODEL_KEYS:
         merged[key] = stored[key]
+    # method.compile is how this process runs the network, not part of it: the caller's choice
+    merged["method"] = {**merged["method"], "compile": compile_now}
     merged["data"] = {**merged.get("data", {}), **{k: stored["data"][k] for k in TRANSFORM_KEYS}}
     merged["teacher"] = no_downloads(merged["teacher"])  # weights come from the checkpoint
     return OmegaConf.create(merged)
@@ -276,6 +311,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     method = build_method(cfg)
+    check_precision(cfg, method)
     check_batch_keys(method, datamodule)
     check_references(method, datamodule)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -356,6 +392,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str] | N
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     method = method_from_checkpoint(ckpt, cfg)
+    check_precision(cfg, method, training=False)
     check_references(method, datamodule, training=False)
     config = OmegaConf.to_container(cfg, resolve=True)
     provenance = {

@@ -9,7 +9,10 @@ sweep (how many jobs run at once, this job's number).
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, open_dict
@@ -32,11 +35,35 @@ class Launch:
     experiment: str | None = None  # the experiment preset chosen, if any (a W&B group)
 
 
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The container's CPU quota in CPUs (cgroup v2 cpu.max or v1 cfs_quota_us), None without
+    one. `docker --cpus=2` on a 64-core host leaves all 64 in the affinity mask but gives 2."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def job_cpus() -> int:
+    """The CPUs this process is given: its affinity mask (taskset, SLURM), capped by a container
+    CPU quota (rounded up)."""
+    limit = cgroup_cpu_limit()
+    cpus = usable_cpus()
+    return max(1, min(cpus, math.ceil(limit))) if limit else cpus
+
+
 def parallel_jobs(n_jobs: int | None) -> int:
     """joblib's n_jobs as a count (-1: one per CPU, -2: all but one, ...)."""
     if not n_jobs:
         return 1
-    return max(1, n_jobs if n_jobs > 0 else usable_cpus() + 1 + n_jobs)
+    return max(1, n_jobs if n_jobs > 0 else job_cpus() + 1 + n_jobs)
 
 
 def processes_per_job(trainer: DictConfig) -> int:
@@ -48,13 +75,16 @@ def processes_per_job(trainer: DictConfig) -> int:
 
 
 def threads_for(setting: int | str, launch: Launch, processes: int = 1) -> int | None:
-    """`resources.threads`: N, or auto (the job's CPUs, or the machine's shared out between the
-    jobs and processes that run at once; None, torch's default, for a job alone on it)."""
+    """`resources.threads`: N, or auto: the job's CPUs (submitit's cpus_per_task), else the CPUs
+    this process is given (job_cpus) shared out between the jobs and processes that run at once.
+    A lone job with OMP_NUM_THREADS set keeps it (None: torch's choice)."""
     if setting == "auto" and launch.cpus_per_job:  # per task: on SLURM each DDP rank is one
         return launch.cpus_per_job
     if setting == "auto":
         share = launch.parallel_jobs * processes
-        return None if share == 1 else max(1, usable_cpus() // share)
+        if share == 1 and os.environ.get("OMP_NUM_THREADS"):
+            return None
+        return max(1, job_cpus() // share)
     if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
         return setting
     raise ValueError(f"resources.threads={setting!r}: use auto or a positive number of threads.")

@@ -7,7 +7,6 @@ the first do no decoding; grayscale stays one channel there and is replicated pe
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -190,5 +189,6 @@ class AnomalyDataset(Dataset):
 
 
 def default_workers() -> int:
-    """Threads for decoding at setup: PIL releases the GIL while decoding and resizing."""
-    return min(8, os.cpu_count() or 1)
+    """Threads for decoding at setup: PIL releases the GIL while decoding and resizing. The
+    job's torch threads (its share of the CPUs, resources.threads), not the machine's count."""
+    return max(1, min(8, torch.get_num_threads()))

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from adlab.methods.compile import compile_parts
 from adlab.methods.teacher_cache import TeacherCache
 from adlab.metrics import AnomalyEvaluator
 from adlab.metrics.code_evaluator import CodeMetrics
@@ -105,12 +106,19 @@ class DistillationMethod(pl.LightningModule):
     A method implements `training_loss(batch)` and `parameter_groups()` (one optimiser, automatic
     optimisation), or sets `automatic_optimization = False`, owns `training_step` and builds its
     optimisers with `make_optimizer` (then `optimizers_per_batch` says how many step per batch).
-    Shared options (optimizer, scheduler, scoring, evaluation, channels_last, teacher_cache_gib,
-    iterations) are handled here once; a method's own signature lists only its own options.
+    Shared options (optimizer, scheduler, scoring, evaluation, channels_last, compile,
+    teacher_cache_gib, iterations) are handled here once; a method's own signature lists only
+    its own options. trainer.precision=bf16-mixed is offered only where measured bf16 metrics
+    agree with float32 (within 0.5 AUROC points): for training and testing (`bf16_training`,
+    adlab.run) or for testing a float32-trained model (`bf16_testing`, adlab.evaluate);
+    `bf16_note` says what was measured.
     """
 
     required_batch_keys: tuple[str, ...] = ("image", "label", "path")
     optimizers_per_batch: int = 1
+    bf16_training: bool = False
+    bf16_testing: bool = False
+    bf16_note: str = "not measured against float32 yet"
 
     def __init__(
         self,
@@ -121,6 +129,7 @@ class DistillationMethod(pl.LightningModule):
         scoring: Mapping | None = None,
         evaluation: Mapping | None = None,
         channels_last: bool = False,
+        compile: bool = False,
         teacher_cache_gib: float | None = None,
         iterations: int | None = None,
         max_nonfinite_steps: int = 0,
@@ -129,6 +138,8 @@ class DistillationMethod(pl.LightningModule):
         self.model = model
         model.scoring.update(dict(scoring or {}))
         self.channels_last = channels_last
+        self.compile_network = bool(compile)  # compiled in setup (adlab.methods.compile)
+        self.compiled: list[str] = []
         self.teacher_cache = TeacherCache(teacher_cache_gib) if teacher_cache_gib else None
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
@@ -190,6 +201,9 @@ class DistillationMethod(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        if self.compile_network and not self.compiled:
+            self.compiled = compile_parts(self.model)
+            log.info("torch.compile: %s (compiled at their first call)", ", ".join(self.compiled))
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.channels_last:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from adlab.models.features import build
@@ -57,7 +58,10 @@ class AnomalyNetwork(nn.Module):
 
     # --- shared behaviour ------------------------------------------------------------------
     def forward(self, images: Tensor) -> AnomalyOutput:
-        maps = anomaly_maps(self.feature_pairs(images), tuple(images.shape[-2:]), **self.scoring)
+        pairs = self.feature_pairs(images)
+        # Maps in float32 under bf16 autocast too: its Gaussian conv would otherwise run in bf16.
+        with torch.autocast(images.device.type, enabled=False):
+            maps = anomaly_maps(pairs, tuple(images.shape[-2:]), **self.scoring)
         return AnomalyOutput(maps, image_scores(maps))
 
     def assemble(self, teacher: nn.Module, fusion, student) -> None:

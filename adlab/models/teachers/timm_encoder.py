@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlparse
 
-import timm
 import torch
 from torch import nn
 
 from adlab.models.features import Features, resnet_taps
 from adlab.models.teachers.weights import WeightsError, load_strict, read_state_dict
+
+
+def import_timm() -> ModuleType:
+    """timm, loaded without the W&B import its training utilities attempt (0.5-0.7 s of a
+    run's start-up, for timm's own scripts, which adlab never calls): a run without W&B
+    (logger=csv) no longer pays for it, and W&B still imports normally afterwards."""
+    if "timm" in sys.modules or "wandb" in sys.modules:
+        import timm
+
+        return timm
+    sys.modules["wandb"] = None  # `import wandb` inside timm raises ImportError: skipped
+    try:
+        import timm
+    finally:
+        if sys.modules.get("wandb", 0) is None:
+            del sys.modules["wandb"]
+    return timm
+
+
+timm = import_timm()
 
 # Tags of the weights the official codes used: RD4AD and URD load torchvision's ImageNet weights.
 DEFAULT_TAGS = {

@@ -93,16 +93,19 @@ class SS2D(nn.Module):
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         scan = SCAN_IMPLS[self.scan_impl]
-        ys = scan(
-            xs.reshape(b, 4 * d_inner, length).float(),
-            dts.reshape(b, 4 * d_inner, length).float(),
-            -torch.exp(self.A_logs.float()),
-            Bs.float(),
-            Cs.float(),
-            D=self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(),
-            delta_softplus=True,
-        ).view(b, 4, d_inner, length)
+        # The scan in float32 under bf16 autocast too (as mamba-ssm's kernel computes it): its
+        # 4096-step recurrence would accumulate bf16 rounding through the matmuls inside.
+        with torch.autocast(x.device.type, enabled=False):
+            ys = scan(
+                xs.reshape(b, 4 * d_inner, length).float(),
+                dts.reshape(b, 4 * d_inner, length).float(),
+                -torch.exp(self.A_logs.float()),
+                Bs.float(),
+                Cs.float(),
+                D=self.Ds.float(),
+                delta_bias=self.dt_projs_bias.reshape(-1).float(),
+                delta_softplus=True,
+            ).view(b, 4, d_inner, length)
         y = cross_merge(ys, h, w).transpose(1, 2).reshape(b, h, w, d_inner)
         y = self.out_norm(y.to(z.dtype)) * F.silu(z)
         return self.out_proj(y)
