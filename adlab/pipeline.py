@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from adlab.allocator import keep_freed_memory
 from adlab.callbacks.checkpoints import LastCheckpoint, resume_path
 from adlab.callbacks.results import git_revision, peak_memory, write_json
 from adlab.callbacks.resume import ExactResume
@@ -30,6 +31,7 @@ from adlab.data.batch import BATCH_KEY_SOURCES
 from adlab.data.lodo import with_protocol
 from adlab.data.synthesis import checkpoint_epoch
 from adlab.methods.base import DistillationMethod, Diverged, with_model_prefix
+from adlab.methods.cache_policy import plan_fit
 from adlab.models.features import CompositionError
 from adlab.objective import check_objective, validation_metrics
 from adlab.paths import CONF_DIR
@@ -306,6 +308,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
     started = time.perf_counter()
     launch = launch_context()
     apply_resources(cfg, launch)
+    keep_freed_memory(cfg.get("resources", {}).get("keep_freed_memory", True))
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -342,6 +345,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, overrides: list[str] | None =
         default_root_dir=str(run_dir),
     )
     check_processes(trainer, launch)
+    plan_fit(method, datamodule, trainer, train_loader)  # teacher_cache_gib=auto: exact and fits?
     outputs = (cfg, run_dir, method, loggers, timer, provenance, config, started)
     try:
         try:

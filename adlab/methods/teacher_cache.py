@@ -2,8 +2,10 @@
 
 adlab applies no random augmentation, and a frozen teacher runs in eval mode without gradients,
 so every epoch asks it for the same features of the same images: PDD spends about three quarters
-of a CPU training step in its two teachers. Kept features are exact copies; the budget bounds
-their memory on the teacher's device, and images beyond it are recomputed every time.
+of a CPU training step in its two teachers. Kept features are exact copies, returned in the memory
+layout the teacher gave (channels-last stays channels-last, so the layers after it run the same
+kernels and give the same bits); the budget bounds their memory on the teacher's device, and images
+beyond it are recomputed every time. `adlab.methods.cache_policy` decides when `auto` turns it on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,15 @@ import torch
 from torch import Tensor, nn
 
 Rebuild = Callable[[Sequence[Tensor]], Any]
+
+
+def batch_order(t: Tensor) -> list[int] | None:
+    """The dims of a batch tensor from outermost to innermost in memory (batch first), or None
+    when its rows are not dense blocks that a permutation makes contiguous."""
+    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), d))
+    if t.dim() == 0 or order[0] != 0 or not t.permute(order).is_contiguous():
+        return None
+    return order
 
 
 def flatten(tree: Any) -> tuple[list[Tensor], Rebuild]:
@@ -53,6 +64,7 @@ class TeacherCache:
         self.hits = 0
         self.misses = 0
         self._rebuild: Rebuild | None = None
+        self._orders: list[list[int] | None] = []  # per leaf, its memory order (batch_order)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -63,6 +75,27 @@ class TeacherCache:
             return
         self.entries[key] = tuple(t.clone() for t in row)
         self.used_bytes += size
+
+    def _rows(self, leaves: Sequence[Tensor]) -> list[list[Tensor]]:
+        """Per image, its leaves as contiguous views in the batch's memory order."""
+        self._orders = [batch_order(t) for t in leaves]
+        views = [t if order is None else t.permute(order) for t, order in zip(leaves, self._orders)]
+        return [[v[j] for v in views] for j in range(leaves[0].shape[0] if leaves else 0)]
+
+    def _stack(self, rows: Sequence[Sequence[Tensor]]) -> list[Tensor]:
+        """The batch of each leaf back in the teacher's layout (one copy, no format change)."""
+        out = []
+        for parts, order in zip(zip(*rows), self._orders):
+            stacked = torch.stack(parts)
+            out.append(stacked if order is None else stacked.permute(_inverse(order)))
+        return out
+
+    def store(self, output: Any, keys: Sequence[str]) -> None:
+        """Keep a teacher output computed elsewhere (the batch that decided `auto`): misses."""
+        self.misses += len(keys)
+        leaves, self._rebuild = flatten(output)
+        for key, row in zip(keys, self._rows(leaves)):
+            self._keep(key, row)
 
     @torch.no_grad()
     def __call__(self, teacher: nn.Module, images: Tensor, keys: Sequence[str]) -> Any:
@@ -76,13 +109,12 @@ class TeacherCache:
             subset = images if len(missing) == len(keys) else images[missing]
             output = teacher(subset)
             leaves, self._rebuild = flatten(output)
-            for j, i in enumerate(missing):
-                rows[i] = [t[j] for t in leaves]
-                self._keep(keys[i], rows[i])
+            for i, row in zip(missing, self._rows(leaves)):
+                rows[i] = row
+                self._keep(keys[i], row)
             if len(missing) == len(keys):
                 return output
-        stacked = [torch.stack(parts) for parts in zip(*rows)]
-        return self._rebuild(stacked)
+        return self._rebuild(self._stack(rows))
 
     def take_hit_rate(self) -> float | None:
         """Fraction of images served from the cache since the last call (None if none asked)."""
@@ -90,3 +122,10 @@ class TeacherCache:
         rate = self.hits / asked if asked else None
         self.hits = self.misses = 0
         return rate
+
+
+def _inverse(order: Sequence[int]) -> list[int]:
+    inverse = [0] * len(order)
+    for position, dim in enumerate(order):
+        inverse[dim] = position
+    return inverse

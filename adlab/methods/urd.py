@@ -36,7 +36,7 @@ class URD(DistillationMethod):
         teacher_optimizer: Mapping,
         **common,
     ) -> None:
-        if common.get("teacher_cache_gib"):
+        if common.get("teacher_cache_gib") not in (None, 0, "auto"):  # auto refuses by itself
             raise ValueError(
                 "method.teacher_cache_gib: URD trains its teacher and damages images anew each "
                 "epoch, so teacher features cannot be cached; set method.teacher_cache_gib=0"

@@ -95,6 +95,18 @@ def _resize_mask(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=size, mode="nearest")[0, 0].numpy().astype(bool)
 
 
+def _region_ids(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Region ids (int32, 1..n) of the anomalous pixels of (N, H, W) masks in raster order, and
+    n. Only images with anomalous pixels are labelled: normal ones hold no region, so the ids
+    are those of labelling the whole stack, without the pass over the normal images."""
+    has = masks.reshape(len(masks), -1).any(axis=1)
+    if not has.any():
+        return np.zeros(0, np.int32), 0
+    part = masks if has.all() else masks[has]
+    regions, n = label_regions(part)
+    return regions[part].astype(np.int32, copy=False), int(n)
+
+
 def _encode(names: Sequence[str]) -> torch.Tensor:
     """Category names as one uint8 tensor (UTF-8, each name ended by a NUL byte), so they can be
     a concatenated metric state like the numbers."""
@@ -256,11 +268,13 @@ class AnomalyEvaluator(Metric):
                 for pm, gm in self._resized(part, [mask_list[i] for i in idx]):
                     chunks.append((cat, pm, gm))
         for cat, pm, gm in chunks:
-            regions, n = label_regions(gm)
-            self.neg.append(torch.from_numpy(pm[~gm]))
-            self.pos.append(torch.from_numpy(pm[gm]))
-            self.region_ids.append(torch.from_numpy(regions[gm].astype(np.int32)))
-            sizes = [int((~gm).sum()), int(gm.sum()), int(n)]
+            ids, n = _region_ids(gm)
+            pos = pm[gm]
+            neg = pm[~gm] if pos.size else pm.reshape(-1).copy()  # a copy: pm may be the input
+            self.neg.append(torch.from_numpy(neg))
+            self.pos.append(torch.from_numpy(pos))
+            self.region_ids.append(torch.from_numpy(ids))
+            sizes = [neg.size, pos.size, n]
             self.chunk_sizes.append(torch.tensor([sizes], dtype=torch.int64))
             self.chunk_categories.append(_encode([cat]))
         self._has_masks = has_masks

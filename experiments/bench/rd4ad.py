@@ -2,14 +2,17 @@
 
     .venv/bin/python experiments/bench/rd4ad.py                       # adlab only
     /work/bench-env/bin/python experiments/bench/rd4ad.py             # both, with the ratio
+    /work/bench-env/bin/python experiments/bench/rd4ad.py --interleaved   # both, one process
     (bench-env: a separate venv with anomalib==2.7.0 installed; anomalib is never an adlab
     dependency. See docs in README "Benchmarks".)
 
 Each implementation runs in its own subprocess so that peak memory (max RSS) is its own. Both use a
 randomly initialised wide_resnet50_2 (no downloads), 256 px, batch 8, Adam with RD4AD's settings,
 torch.set_num_threads(--threads). Reported: median training-step time (forward, loss, backward,
-optimiser step), inference images/s including anomaly maps and Gaussian smoothing, peak RSS, and
-for adlab a breakdown of where the training step's time goes.
+optimiser step), for adlab also from the second epoch on, with the teacher's features served by
+the teacher cache (`method.teacher_cache_gib=auto`; measured alternately with the uncached step in
+one process), inference images/s including anomaly maps and Gaussian smoothing, peak RSS, and for
+adlab a breakdown of where the training step's time goes.
 """
 
 from __future__ import annotations
@@ -28,28 +31,49 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+clock = time.perf_counter  # --cpu-time: time.thread_time (CPU seconds of the one torch thread)
+
+
 def _timed(fn, repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return times
 
 
-def bench_adlab(args) -> dict:
+def _alternated(fns, repeats: int, warmup: int) -> list[list[float]]:
+    """Times of each function, called in turn (A, B, A, B, ...) so that load changes on a shared
+    machine hit every variant alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            t0 = clock()
+            fn()
+            out.append(clock() - t0)
+    return times
+
+
+def adlab_parts(args, impl: str) -> tuple[dict, dict]:
+    """adlab's train step (teacher run), the same step with the teacher's features from the
+    teacher cache (epoch 2 on), inference; and the train step's breakdown lists."""
     import functools
 
     from adlab.methods.rd4ad import RD4AD
+    from adlab.methods.teacher_cache import TeacherCache
     from adlab.models.fusion.ocbe import OCBE
     from adlab.models.students.rd_decoder import ReverseDecoder
     from adlab.models.teachers.timm_encoder import TimmEncoder
 
     # adlab-w64: the OCBE at base width 64, the architecture anomalib builds (the official code
     # uses width_per_group 128 there), so that implementation speed is compared like for like.
-    fusion_kw = {"base_width": 64} if args.impl == "adlab-w64" else {}
+    fusion_kw = {"base_width": 64} if impl == "adlab-w64" else {}
     method = RD4AD(
         teacher=TimmEncoder("wide_resnet50_2", pretrained=False),
         fusion=functools.partial(OCBE, **fusion_kw),
@@ -68,33 +92,46 @@ def bench_adlab(args) -> dict:
         "backward": [],
         "optimizer": [],
     }
+    cache, keys = TeacherCache(64.0), [f"{i}.png" for i in range(args.batch)]
 
-    def step():
+    def step(cached: bool = False):
         method.train()
-        t0 = time.perf_counter()
-        feats = method.model.teacher(x)
-        t1 = time.perf_counter()
+        t0 = clock()
+        with torch.no_grad():
+            feats = cache(method.model.teacher, x, keys) if cached else method.model.teacher(x)
+        t1 = clock()
         loss = method.loss_fn(feats, method.model.student(method.model.fusion(feats)))
-        t2 = time.perf_counter()
+        t2 = clock()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        t3 = time.perf_counter()
+        t3 = clock()
         opt.step()
-        t4 = time.perf_counter()
-        for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            parts[key].append(dt)
+        t4 = clock()
+        if not cached:  # the breakdown is the uncached step's
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[key].append(dt)
 
     def infer():
         method.eval()
         method.predict_maps(x)
 
-    train = _timed(step, args.repeats, args.warmup)
+    fns = {"train": step, "train_cached": lambda: step(True), "infer": infer}
+    return fns, parts
+
+
+def bench_adlab(args) -> dict:
+    from adlab.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as adlab.run does (resources.keep_freed_memory)
+    fns, parts = adlab_parts(args, args.impl)
+    train, cached = _alternated([fns["train"], fns["train_cached"]], args.repeats, args.warmup)
     breakdown = {k: statistics.median(v[args.warmup :]) for k, v in parts.items()}
-    test = _timed(infer, args.repeats, 1)
-    return {"train": train, "infer": test, "breakdown": breakdown}
+    test = _timed(fns["infer"], args.repeats, 1)
+    return {"train": train, "train_cached": cached, "infer": test, "breakdown": breakdown}
 
 
-def bench_anomalib(args) -> dict:
+def anomalib_parts(args) -> dict:
+    """anomalib's train step and inference on the same inputs."""
     from anomalib.models.image.reverse_distillation.torch_model import ReverseDistillationModel
 
     try:
@@ -127,10 +164,81 @@ def bench_anomalib(args) -> dict:
         model.eval()
         model(x)
 
+    return {"train": step, "infer": infer}
+
+
+def bench_anomalib(args) -> dict:
+    fns = anomalib_parts(args)
     return {
-        "train": _timed(step, args.repeats, args.warmup),
-        "infer": _timed(infer, args.repeats, 1),
+        "train": _timed(fns["train"], args.repeats, args.warmup),
+        "infer": _timed(fns["infer"], args.repeats, 1),
     }
+
+
+def system_malloc() -> None:
+    """glibc's settings in a training loop without adlab's `resources.keep_freed_memory`:
+    blocks from 32 MiB on mmap'd and unmapped when freed (its dynamic threshold's ceiling),
+    the heap trimmed above twice that; what was kept is returned now."""
+    import ctypes
+
+    from adlab.allocator import M_MMAP_MAX, M_TRIM_THRESHOLD
+
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_MAX, 65536)
+    libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+    libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20)
+    libc.malloc_trim(0)
+
+
+def with_malloc(fn, keep: bool):
+    """fn run under adlab's allocator setting (keep) or glibc's (anomalib, adlab without it)."""
+    from adlab.allocator import keep_freed_memory
+
+    def run():
+        if keep:
+            keep_freed_memory()
+        else:
+            system_malloc()
+        fn()
+
+    return run
+
+
+def interleaved(args) -> None:
+    """adlab-w64 and anomalib in one process, their calls alternated (train steps, then
+    inference): on a machine shared with other jobs the only fair speed ratio. adlab's calls
+    run with `resources.keep_freed_memory` (as adlab.run sets it) and once more without."""
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    ours, _ = adlab_parts(args, "adlab-w64")
+    theirs = anomalib_parts(args)
+    variants = {
+        "adlab-w64 train, system malloc": with_malloc(ours["train"], False),
+        "adlab-w64 train": with_malloc(ours["train"], True),
+        "adlab-w64 epoch 2+": with_malloc(ours["train_cached"], True),
+        "anomalib train": with_malloc(theirs["train"], False),
+    }
+    train = _alternated(list(variants.values()), args.repeats, args.warmup)
+    med = dict(zip(variants, map(statistics.median, train)))
+    infers = [with_malloc(ours["infer"], True), with_malloc(theirs["infer"], False)]
+    test = _alternated(infers, args.repeats, 1)
+    infer = dict(zip(["adlab-w64", "anomalib"], map(statistics.median, test)))
+    what = "CPU time" if args.cpu_time else "wall time"
+    print(
+        f"RD4AD wide_resnet50_2 (OCBE base width 64 in both), {args.size}px, batch {args.batch}, "
+        f"{args.threads} threads, alternated in one process, median {what} of {args.repeats}"
+    )
+    for name, value in med.items():
+        print(f"{name:<32}{value:>8.3f} s per training step")
+    for name, value in infer.items():
+        print(f"{name + ' inference':<32}{args.batch / value:>8.2f} images/s")
+    base = med["anomalib train"]
+    print(
+        f"adlab-w64 speed-up over anomalib: training x{base / med['adlab-w64 train']:.2f} "
+        f"(x{base / med['adlab-w64 train, system malloc']:.2f} with glibc's default malloc, "
+        f"x{base / med['adlab-w64 epoch 2+']:.2f} from epoch 2 with the teacher cache), "
+        f"inference x{infer['anomalib'] / infer['adlab-w64']:.2f}"
+    )
 
 
 def child(args) -> None:
@@ -157,7 +265,9 @@ def run_child(impl: str, args) -> dict | None:
         str(args.warmup),
         "--threads",
         str(args.threads),
-    ] + (["--contiguous"] if args.contiguous else [])
+    ]
+    cmd += ["--contiguous"] if args.contiguous else []
+    cmd += ["--cpu-time"] if args.cpu_time else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -179,9 +289,28 @@ def main() -> None:
     parser.add_argument(
         "--contiguous", action="store_true", help="adlab without channels-last (NCHW) memory format"
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="with --threads 1: time CPU seconds of the thread, not wall seconds (on a machine "
+        "shared with other jobs, what a call costs rather than how long it waited)",
+    )
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="adlab-w64 and anomalib alternated in one process (timings only, no peak RSS)",
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        if args.threads != 1:
+            parser.error("--cpu-time needs --threads 1 (other threads' CPU time is not counted)")
+        global clock
+        clock = time.thread_time
     if args.impl:
         child(args)
+        return
+    if args.interleaved:
+        interleaved(args)
         return
     rows = {"adlab": run_child("adlab", args)}
     try:
@@ -198,11 +327,14 @@ def main() -> None:
         f"\nRD4AD wide_resnet50_2, {args.size}px, batch {args.batch}, "
         f"{args.threads} threads, median of {args.repeats}"
     )
-    print(f"{'impl':<10}{'train step s':>14}{'infer img/s':>14}{'peak RSS MiB':>14}")
+    print(
+        f"{'impl':<10}{'train step s':>14}{'epoch 2+ s':>12}{'infer img/s':>14}{'peak RSS MiB':>14}"
+    )
     for name, r in rows.items():
         if r:
+            cached = f"{statistics.median(r['train_cached']):.3f}" if "train_cached" in r else "-"
             print(
-                f"{name:<10}{statistics.median(r['train']):>14.3f}"
+                f"{name:<10}{statistics.median(r['train']):>14.3f}{cached:>12}"
                 f"{args.batch / statistics.median(r['infer']):>14.2f}{r['peak_rss_mib']:>14.0f}"
             )
     if rows.get("adlab"):
@@ -218,7 +350,11 @@ def main() -> None:
         if ours and theirs:
             train = statistics.median(theirs["train"]) / statistics.median(ours["train"])
             infer = statistics.median(theirs["infer"]) / statistics.median(ours["infer"])
-            print(f"{name} speed-up over anomalib: training x{train:.2f}, inference x{infer:.2f}")
+            again = statistics.median(theirs["train"]) / statistics.median(ours["train_cached"])
+            print(
+                f"{name} speed-up over anomalib: training x{train:.2f} (x{again:.2f} from epoch 2 "
+                f"with the teacher cache), inference x{infer:.2f}"
+            )
     if theirs:
         print(
             "(adlab = the official OCBE width, 58.9M bottleneck parameters; adlab-w64 and anomalib "

@@ -4,9 +4,11 @@
 
 Prints parameter counts, per-part forward times (teachers, fusion + students), a full training
 step (forward + backward + Adam) with and without `student.share_first_stage`, the same step
-from the second epoch on with `method.teacher_cache_gib` (teachers served from the cache), and
-test-time throughput. Timings are the fastest of --steps calls after one warm-up call
-(--median: the median).
+from the second epoch on with the teacher cache (teachers served from it, as
+`method.teacher_cache_gib=auto` does; the two steps alternate in one loop, so load changes hit
+both alike), and test-time throughput. Timings are the fastest of --steps calls after one
+warm-up call (--median: the median), with glibc malloc keeping freed memory as adlab.run does
+(`resources.keep_freed_memory`; --system-malloc: without).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import torch
 
+from adlab.allocator import keep_freed_memory
 from adlab.methods.pdd import PDD
 from adlab.methods.teacher_cache import TeacherCache
 from adlab.models.fusion.pdd_fusion import PDDFusion
@@ -33,13 +36,27 @@ def timed(fn, steps: int) -> float:
     fn()  # warm-up (oneDNN primitive creation)
     times = []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return statistics.median(times) if MEDIAN else min(times)
 
 
 MEDIAN = False
+CLOCK = time.perf_counter  # --cpu-time: time.thread_time (CPU seconds of the one torch thread)
+
+
+def timed_alternately(fns, steps: int) -> list[float]:
+    """`timed` for several functions called in turn (A, B, A, B, ...) after one warm-up each."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(steps):
+        for fn, out in zip(fns, times):
+            t0 = CLOCK()
+            fn()
+            out.append(CLOCK() - t0)
+    return [statistics.median(t) if MEDIAN else min(t) for t in times]
 
 
 def count(module: torch.nn.Module) -> str:
@@ -54,9 +71,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scan", default="fast", choices=["fast", "ref"])
     ap.add_argument("--median", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true", help="with --threads 1: CPU seconds")
+    ap.add_argument(
+        "--system-malloc", action="store_true", help="without resources.keep_freed_memory"
+    )
     args = ap.parse_args()
-    global MEDIAN
+    keep_freed_memory(not args.system_malloc)  # as adlab.run does by default
+    global MEDIAN, CLOCK
     MEDIAN = args.median
+    if args.cpu_time:
+        if args.threads != 1:
+            ap.error("--cpu-time needs --threads 1 (other threads' CPU time is not counted)")
+        CLOCK = time.thread_time
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cnn = TimmEncoder("wide_resnet50_2", layers=(1, 2, 3, 4))
@@ -86,7 +112,8 @@ def main() -> None:
 
         batch = {"image": images, "path": [f"{i}.png" for i in range(args.batch)]}
 
-        def step(method=method, opt=opt, batch=batch):
+        def step(method=method, opt=opt, batch=batch, cache=None):
+            method.teacher_cache = cache
             loss = method.training_loss(batch)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -99,9 +126,8 @@ def main() -> None:
 
         with torch.no_grad():
             t_heads = timed(heads, args.steps)
-        t_step = timed(step, args.steps)
-        method.teacher_cache = TeacherCache(4.0)  # the warm-up call fills it
-        t_cached = timed(step, args.steps)
+        cached = functools.partial(step, cache=TeacherCache(4.0))  # its warm-up call fills it
+        t_step, t_cached = timed_alternately([step, cached], args.steps)
         method.teacher_cache = None
         method.eval()
         t_pred = timed(lambda method=method: method.predict_maps(images), args.steps)
