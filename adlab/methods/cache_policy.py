@@ -130,21 +130,17 @@ class AutoCache:
             need = per_image * self.images
             room, source = available_bytes(images.device)
             budget = min(RAM_FRACTION * room, CAP_GIB * GIB)
+            size = f"{self.images} images x {per_image / 2**20:.1f} MiB = {need / GIB:.2f} GiB"
+            room_text = f"{RAM_FRACTION:.0%} of {source}, at most {CAP_GIB:g} GiB"
             if need > budget:
                 self.refusal = (
-                    f"{self.images} images x {per_image / 2**20:.1f} MiB = {need / GIB:.2f} GiB "
-                    f"exceed the budget of {budget / GIB:.2f} GiB ({RAM_FRACTION:.0%} of "
-                    f"{source}, at most {CAP_GIB:g} GiB); method.teacher_cache_gib=<GiB> caches "
-                    "what fits"
+                    f"{size} exceed the budget of {budget / GIB:.2f} GiB ({room_text}); "
+                    "method.teacher_cache_gib=<GiB> caches what fits"
                 )
             else:
                 cache = TeacherCache(budget / GIB)
                 cache.store(output, keys)
-                self.decision = (
-                    f"on: {self.images} images x {per_image / 2**20:.1f} MiB = "
-                    f"{need / GIB:.2f} GiB within {budget / GIB:.2f} GiB ({RAM_FRACTION:.0%} of "
-                    f"{source}, at most {CAP_GIB:g} GiB)"
-                )
+                self.decision = f"on: {size} within {budget / GIB:.2f} GiB ({room_text})"
         if cache is None:
             self.decision = f"off: {self.refusal}"
         log.info("teacher cache (method.teacher_cache_gib=auto) %s", self.decision)

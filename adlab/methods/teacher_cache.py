@@ -90,12 +90,18 @@ class TeacherCache:
             out.append(stacked if order is None else stacked.permute(_inverse(order)))
         return out
 
+    def _keep_output(self, output: Any, keys: Sequence[str]) -> list[list[Tensor]]:
+        """Keep each image's rows of a teacher output (what fits); returns the rows."""
+        leaves, self._rebuild = flatten(output)
+        rows = self._rows(leaves)
+        for key, row in zip(keys, rows):
+            self._keep(key, row)
+        return rows
+
     def store(self, output: Any, keys: Sequence[str]) -> None:
         """Keep a teacher output computed elsewhere (the batch that decided `auto`): misses."""
         self.misses += len(keys)
-        leaves, self._rebuild = flatten(output)
-        for key, row in zip(keys, self._rows(leaves)):
-            self._keep(key, row)
+        self._keep_output(output, keys)
 
     @torch.no_grad()
     def __call__(self, teacher: nn.Module, images: Tensor, keys: Sequence[str]) -> Any:
@@ -108,10 +114,9 @@ class TeacherCache:
         if missing:
             subset = images if len(missing) == len(keys) else images[missing]
             output = teacher(subset)
-            leaves, self._rebuild = flatten(output)
-            for i, row in zip(missing, self._rows(leaves)):
+            kept = self._keep_output(output, [keys[i] for i in missing])
+            for i, row in zip(missing, kept):
                 rows[i] = row
-                self._keep(keys[i], row)
             if len(missing) == len(keys):
                 return output
         return self._rebuild(self._stack(rows))

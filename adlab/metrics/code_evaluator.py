@@ -28,7 +28,13 @@ from adlab.metrics.code_metrics import (
 from adlab.metrics.functional import ranked_scores
 from adlab.metrics.inputs import ArrayLike, as_scores, scores_and_labels, to_numpy
 from adlab.metrics.ranking import auroc_from, rank, sort_chunks
-from adlab.metrics.states import add_cat_states, check_masks, joined, state_arrays
+from adlab.metrics.states import (
+    add_cat_states,
+    check_masks,
+    given_every_batch,
+    joined,
+    state_arrays,
+)
 
 # Per image: score, label, position in the test set; RD4AD's PRO (NaN for normal images), label
 # from the resized mask and map maximum. Per batch: RD4AD's normal and anomalous pixel scores.
@@ -106,14 +112,13 @@ class CodeMetrics(Metric):
 
     def _positions(self, index: ArrayLike, batch: int) -> np.ndarray:
         """The batch's test-set positions: `index`, or the next `batch` update positions."""
-        given = index is not None
-        if self._indexed is not None and given != self._indexed:
-            raise ValueError(
-                "index was given for some batches and None for others; pass every batch's "
-                "test-set positions (the batch's `index` field) or none."
-            )
-        self._indexed = given
-        if not given:
+        self._indexed = given_every_batch(
+            self._indexed,
+            index is not None,
+            "index",
+            "pass every batch's test-set positions (the batch's `index` field) or none.",
+        )
+        if index is None:
             seen = sum(t.numel() for t in self.scores)
             return np.arange(seen, seen + batch, dtype=np.int64)
         positions = to_numpy(index, "index").astype(np.int64).reshape(-1)

@@ -34,11 +34,20 @@ def joined(state: torch.Tensor | list[torch.Tensor], dtype: np.dtype | type) -> 
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def given_every_batch(seen: bool | None, given: bool, name: str, fix: str) -> bool:
+    """An optional update() argument for every batch or for none: a per-image state built from
+    it must cover every image. Returns `given`, the new `seen`."""
+    if seen is not None and given != seen:
+        raise ValueError(f"{name} was given for some batches and None for others; {fix}")
+    return given
+
+
 def check_masks(seen: bool | None, has_masks: bool) -> bool:
-    """Masks for every batch or for none: a per-image state must cover every image."""
-    if seen is not None and has_masks != seen:
-        raise ValueError(
-            "masks was given for some batches and None for others; a test set must have "
-            "masks for every image (use all-zero masks for normal images) or for none."
-        )
-    return has_masks
+    """Masks for every batch or for none."""
+    return given_every_batch(
+        seen,
+        has_masks,
+        "masks",
+        "a test set must have masks for every image (use all-zero masks for normal images) or "
+        "for none.",
+    )
