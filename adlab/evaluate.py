@@ -2,7 +2,7 @@
 
 python -m adlab.evaluate ckpt=outputs/.../checkpoints/last.ckpt dataset=synthetic
 
-The model-defining groups (adlab.pipeline.MODEL_KEYS) come from the checkpoint, the dataset,
+The model-defining groups (adlab.compose.MODEL_KEYS) come from the checkpoint, the dataset,
 sampler, eval and logger keys from the command line.
 """
 

@@ -26,7 +26,7 @@ def transform_of(config: dict) -> Transform:
 def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> AnomalyNetwork:
     """The network of an adlab checkpoint, in eval mode on `device`, weights loaded strictly
     (reference sets of few-shot methods included), with `.transform` attached."""
-    from adlab.pipeline import load_checkpoint, method_from_checkpoint
+    from adlab.compose import load_checkpoint, method_from_checkpoint
 
     checkpoint = load_checkpoint(ckpt)
     network = method_from_checkpoint(checkpoint).model

@@ -86,7 +86,7 @@ def measure(cfg: DictConfig, steps: int = 3) -> tuple[float, float]:
     Lightning fit of `steps` batches (the first one discarded as warm-up), then one test batch."""
     import pytorch_lightning as pl
 
-    from adlab.pipeline import build_method
+    from adlab.compose import build_method
 
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)  # the table is the output

@@ -14,10 +14,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from adlab.compose import ConfigError
 from adlab.logs import job_log
 from adlab.objective import objective_value
 from adlab.paths import CONF_DIR
-from adlab.pipeline import ConfigError, train_and_test
+from adlab.pipeline import train_and_test
 
 # conf/hydra/launcher/submitit_*.yaml replace the plugin's configs of the same name with every
 # key listed; Hydra still matches them to the plugin's schema and says so on every launch.

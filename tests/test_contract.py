@@ -13,10 +13,11 @@ from hydra import compose, initialize_config_dir
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from adlab.compose import ConfigError, build_datamodule, build_method
 from adlab.data.batch import collate
 from adlab.methods.base import DistillationMethod
 from adlab.models.networks.base import AnomalyNetwork
-from adlab.pipeline import ConfigError, build_datamodule, build_method, check_batch_keys
+from adlab.preflight import check_batch_keys
 from adlab.report import main as report_main
 
 REPO = Path(__file__).resolve().parents[1]

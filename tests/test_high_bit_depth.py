@@ -11,8 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from adlab.compose import build_datamodule
 from adlab.data.io import read_image
-from adlab.pipeline import build_datamodule
 
 REPO = Path(__file__).resolve().parents[1]
 # 12-bit CT-like values in a 16-bit PNG: air, soft tissue, bone, the 16-bit maximum

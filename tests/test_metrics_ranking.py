@@ -15,7 +15,7 @@ from adlab.metrics import (
     pixel_auroc,
     pixel_f1_max,
 )
-from adlab.metrics.ranking import sort_chunks
+from adlab.metrics.ranking import sort_chunks, usable_cpus
 
 
 def sklearn_f1_max(y: np.ndarray, s: np.ndarray) -> float:
@@ -76,6 +76,21 @@ def test_sort_chunks_splits_and_sorts() -> None:
     for p in parts:
         assert np.all(np.diff(p) >= 0)
     np.testing.assert_array_equal(np.sort(np.concatenate(parts)), expected)
+
+
+def test_sort_chunks_uses_the_jobs_thread_share() -> None:
+    # resources.threads sets torch's threads to the job's share: the sort runs as many parts
+    chunks = [np.arange(3_000_000, 0, -1, dtype=np.float32)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert len(sort_chunks([chunks[0].copy()])) == 1
+        torch.set_num_threads(3)
+        parts = sort_chunks([chunks[0].copy()])
+    finally:
+        torch.set_num_threads(before)
+    assert len(parts) == min(3, usable_cpus())
+    assert all(np.all(np.diff(p) >= 0) for p in parts)
 
 
 def test_torch_inputs_and_int_labels() -> None:

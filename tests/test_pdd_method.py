@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from adlab.compose import build_method
 from adlab.methods.pdd import PDD
 from adlab.models.features import CompositionError
 from adlab.models.fusion.pdd_fusion import PDDFusion
@@ -22,7 +23,6 @@ from adlab.models.students.dual_prior import DualPriorStudent
 from adlab.models.teachers.dual import DualTeacher
 from adlab.models.teachers.timm_encoder import TimmEncoder
 from adlab.models.teachers.vmamba import VMambaEncoder
-from adlab.pipeline import build_method
 
 REPO = Path(__file__).resolve().parents[1]
 OPT = {"lr": 2e-3, "betas": (0.5, 0.999)}

@@ -17,6 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
+from adlab.compose import build_method
 from adlab.methods.pdd import PDD
 from adlab.models.fusion.pdd_fusion import PDDFusion
 from adlab.models.pdd_loss import mse_sum
@@ -24,7 +25,6 @@ from adlab.models.students.dual_prior import DualPriorStudent
 from adlab.models.teachers.dual import DualTeacher
 from adlab.models.teachers.timm_encoder import TimmEncoder
 from adlab.models.teachers.vmamba import VMambaEncoder
-from adlab.pipeline import build_method
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["headct", "brainmri", "zhanglab", "chexpert", "unimedical"]

@@ -16,14 +16,17 @@ from omegaconf import OmegaConf
 from test_e2e_run import adlab
 
 import adlab.methods.compile as compile_module
+from adlab.compose import ConfigError
+from adlab.methods.base import DistillationMethod
 from adlab.methods.compile import CompileUnavailable, compile_parts
+from adlab.methods.d24fad import D24FAD
 from adlab.methods.pdd import PDD
 from adlab.methods.rd4ad import RD4AD
 from adlab.methods.urd import URD
 from adlab.models.fusion.ocbe import OCBE
 from adlab.models.students.rd_decoder import ReverseDecoder
 from adlab.models.teachers.timm_encoder import TimmEncoder
-from adlab.pipeline import ConfigError, check_precision
+from adlab.preflight import check_precision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +120,8 @@ def test_bf16_is_offered_only_where_declared():
     # measured on CPU: bf16 training moved AUROC by more than 0.5 points, bf16 testing did not
     assert (RD4AD.bf16_training, RD4AD.bf16_testing) == (False, True)
     assert (PDD.bf16_training, PDD.bf16_testing) == (False, True)
+    assert (URD.bf16_training, URD.bf16_testing) == (False, True)
+    assert (D24FAD.bf16_training, D24FAD.bf16_testing) == (False, False)
     with pytest.raises(ConfigError, match=r"not offered for training RD4AD \(adlab.methods.rd4ad"):
         check_precision(cfg("bf16-mixed"), rd4ad)
     with pytest.raises(ConfigError, match=r"32-true \(the default\) \(bf16 testing of a float32"):
@@ -125,11 +130,18 @@ def test_bf16_is_offered_only_where_declared():
     check_precision(cfg("bf16-mixed", allow_bf16=True), rd4ad)  # measuring it
     with pytest.raises(ConfigError, match=r"trainer.precision=bf16-true: adlab measured only"):
         check_precision(cfg("bf16-true"), rd4ad, training=False)
-    urd = object.__new__(URD)  # not measured: neither; check_precision only reads the class
-    with pytest.raises(ConfigError, match=r"testing URD \(adlab.methods.urd.URD.bf16_testing is"):
-        check_precision(cfg("bf16-mixed"), urd, training=False)
+    d24fad = object.__new__(D24FAD)  # offers neither; check_precision only reads the class
+    with pytest.raises(ConfigError, match=r"testing D24FAD \(adlab.methods.d24fad.D24FAD.bf16_te"):
+        check_precision(cfg("bf16-mixed"), d24fad, training=False)
+    with pytest.raises(ConfigError, match=r"measured: CPU, 3 generated.*allow_bf16=true"):
+        check_precision(cfg("bf16-mixed"), d24fad)
+
+    class Unmeasured(RD4AD):  # a new method inherits neither until it is measured
+        bf16_training = bf16_testing = False
+        bf16_note = DistillationMethod.bf16_note
+
     with pytest.raises(ConfigError, match=r"measured: not measured.*allow_bf16=true"):
-        check_precision(cfg("bf16-mixed"), urd)
+        check_precision(cfg("bf16-mixed"), object.__new__(Unmeasured))
 
 
 @pytest.mark.e2e  # four tiny adlab.run jobs and the throughput loops: ~2-4 minutes on 2 cores

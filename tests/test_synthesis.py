@@ -377,7 +377,7 @@ def test_unit_and_normalise_split_finish():
 def test_hydra_group_reaches_the_datamodule(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from adlab.pipeline import build_datamodule
+    from adlab.compose import build_datamodule
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     fixed = ["method_name=test", "run_name=test"]

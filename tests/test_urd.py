@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from test_e2e_run import adlab
 from torch.utils.data import DataLoader
 
+from adlab.compose import ConfigError, build_method, method_from_checkpoint, model_config
 from adlab.data.batch import collate
 from adlab.methods.urd import URD
 from adlab.models.features import CompositionError
@@ -30,7 +31,6 @@ from adlab.models.students.skip_decoder import SkipDecoder
 from adlab.models.teachers.expert import ExpertTeacher
 from adlab.models.teachers.timm_encoder import TimmEncoder
 from adlab.models.urd_loss import cascaded_masks, student_losses, teacher_losses
-from adlab.pipeline import ConfigError, build_method, method_from_checkpoint, model_config
 
 REPO = Path(__file__).resolve().parents[1]
 OPT = {"lr": 0.005, "betas": (0.5, 0.999)}

@@ -24,6 +24,14 @@ class URD(DistillationMethod):
     one also holds layer4 and fc, which never get gradients, so Adam skips them anyway).
     """
 
+    bf16_training = False  # bf16 training moved image AUROC by 4.3 points
+    bf16_testing = True  # bf16 testing of a float32 model: within 0.01 points
+    bf16_note = (
+        "CPU, synthetic 64 px, random ResNet18 expert, 12 iterations, seed 0: bf16-mixed "
+        "training changed image AUROC by 4.34 and pixel AUROC by 0.24 points; testing the float32 "
+        "model in bf16 by 0.00 and 0.01"
+    )
+
     automatic_optimization = False
     optimizers_per_batch = 2
     required_batch_keys = ("image", "label", "path", "augmented", "synthetic_mask")

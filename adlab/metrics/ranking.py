@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 def usable_cpus() -> int:
@@ -30,9 +31,10 @@ def sort_chunks(chunks: list[np.ndarray], n_parts: int | None = None) -> list[np
 
     Chunks are consumed: a single chunk is sorted in place, several are concatenated first (the
     caller should drop its references to free memory). numpy releases the GIL while sorting, so
-    threads use all cores.
+    the threads run at once: as many as torch's threads (this job's share, which
+    `resources.threads` sets), so that parallel jobs on one machine do not oversubscribe it.
     """
-    n_parts = n_parts or min(usable_cpus(), 8)
+    n_parts = n_parts or min(torch.get_num_threads(), usable_cpus(), 8)
     chunks = [c.reshape(-1) for c in chunks if c.size]
     total = sum(c.size for c in chunks)
     if total == 0:

@@ -148,7 +148,7 @@ def throughput(name: str, args, device: torch.device) -> list[dict]:
 
 
 def measure_precision(cfg, precision: str, args, device: torch.device) -> dict:
-    from adlab.pipeline import build_method
+    from adlab.compose import build_method
 
     batch, eval_batch, size = cfg.data.batch_size, cfg.data.eval_batch_size, cfg.image_size
     if args.quick:

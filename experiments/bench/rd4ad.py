@@ -60,9 +60,10 @@ def _alternated(fns, repeats: int, warmup: int) -> list[list[float]]:
     return times
 
 
-def adlab_parts(args, impl: str) -> tuple[dict, dict]:
+def adlab_parts(args, impl: str, compile: bool = False) -> tuple[dict, dict]:
     """adlab's train step (teacher run), the same step with the teacher's features from the
-    teacher cache (epoch 2 on), inference; and the train step's breakdown lists."""
+    teacher cache (epoch 2 on), inference; and the train step's breakdown lists. compile: the
+    network's parts compiled as `method.compile=true` does (inductor, compiled at first call)."""
     import functools
 
     from adlab.methods.rd4ad import RD4AD
@@ -79,6 +80,7 @@ def adlab_parts(args, impl: str) -> tuple[dict, dict]:
         fusion=functools.partial(OCBE, **fusion_kw),
         student=functools.partial(ReverseDecoder),
         optimizer={"lr": 0.005, "betas": (0.5, 0.999)},
+        compile=compile,
     )
     method.channels_last = not args.contiguous
     method.setup("fit")  # what Lightning calls: channels-last weights unless --contiguous
@@ -115,8 +117,13 @@ def adlab_parts(args, impl: str) -> tuple[dict, dict]:
         method.eval()
         method.predict_maps(x)
 
+    def infer_bf16():  # trainer.precision=bf16-mixed at test (RD4AD's bf16_testing)
+        method.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            method.predict_maps(x)
+
     fns = {"train": step, "train_cached": lambda: step(True), "infer": infer}
-    return fns, parts
+    return {**fns, "infer_bf16": infer_bf16}, parts
 
 
 def bench_adlab(args) -> dict:
@@ -165,6 +172,42 @@ def anomalib_parts(args) -> dict:
         model(x)
 
     return {"train": step, "infer": infer}
+
+
+def flops_per_call(fns: dict) -> dict[str, int]:
+    """FLOPs of one call of each timed function (torch's FlopCounterMode; the teacher cache is
+    filled first, so that the cached step counts no teacher)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    for name, fn in fns.items():
+        if name in ("train", "train_cached", "infer"):
+            fn()
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            out[name] = counter.get_total_flops()
+    return out
+
+
+def attainable_peak(args) -> float:
+    """Best float32 FLOP/s of the 3x3 convolutions that dominate WRN50 at 256 px, channels-last,
+    at --threads (the roofline bench's peak, measured again here in the same process)."""
+    from roofline import conv_row
+
+    shapes = [(8, 256, 256, 64, 3), (8, 128, 128, 64, 3), (8, 256, 256, 32, 3)]
+    return max(conv_row(*s, True, False, 3)["rate"] for s in shapes)
+
+
+def ceiling(name: str, flops: int, seconds: float, peak: float, theirs_s: float) -> str:
+    """One call's FLOPs, its fraction of the attainable peak, and the largest speed-up over
+    anomalib's `theirs_s` that the peak allows: a target above it needs fewer FLOPs or another
+    precision, whatever the implementation."""
+    best = flops / peak
+    return (
+        f"{name:<24}{flops / 1e9:>8.1f} GFLOP{seconds:>8.3f} s"
+        f"{100 * best / seconds:>6.0f} % of peak   at the peak: {best:.3f} s, "
+        f"x{theirs_s / best:.2f} over anomalib"
+    )
 
 
 def bench_anomalib(args) -> dict:
@@ -218,11 +261,20 @@ def interleaved(args) -> None:
         "adlab-w64 epoch 2+": with_malloc(ours["train_cached"], True),
         "anomalib train": with_malloc(theirs["train"], False),
     }
+    infers = {
+        "adlab-w64": with_malloc(ours["infer"], True),
+        "anomalib": with_malloc(theirs["infer"], False),
+    }
+    if args.bf16:
+        infers["adlab-w64 bf16-mixed"] = with_malloc(ours["infer_bf16"], True)
+    if args.compile:  # method.compile=true; compiled at the first (warm-up) call of each
+        compiled, _ = adlab_parts(args, "adlab-w64", compile=True)
+        variants["adlab-w64 epoch 2+, compiled"] = with_malloc(compiled["train_cached"], True)
+        infers["adlab-w64 compiled"] = with_malloc(compiled["infer"], True)
     train = _alternated(list(variants.values()), args.repeats, args.warmup)
     med = dict(zip(variants, map(statistics.median, train)))
-    infers = [with_malloc(ours["infer"], True), with_malloc(theirs["infer"], False)]
-    test = _alternated(infers, args.repeats, 1)
-    infer = dict(zip(["adlab-w64", "anomalib"], map(statistics.median, test)))
+    test = _alternated(list(infers.values()), args.repeats, 1)
+    infer = dict(zip(infers, map(statistics.median, test)))
     what = "CPU time" if args.cpu_time else "wall time"
     print(
         f"RD4AD wide_resnet50_2 (OCBE base width 64 in both), {args.size}px, batch {args.batch}, "
@@ -239,6 +291,33 @@ def interleaved(args) -> None:
         f"x{base / med['adlab-w64 epoch 2+']:.2f} from epoch 2 with the teacher cache), "
         f"inference x{infer['anomalib'] / infer['adlab-w64']:.2f}"
     )
+    if args.compile:
+        print(
+            f"with method.compile=true: training from epoch 2 "
+            f"x{base / med['adlab-w64 epoch 2+, compiled']:.2f}, "
+            f"inference x{infer['anomalib'] / infer['adlab-w64 compiled']:.2f}"
+        )
+    if args.bf16:
+        print(
+            "with trainer.precision=bf16-mixed at test (offered for RD4AD, metrics within 0.5 "
+            f"AUROC points): inference x{infer['anomalib'] / infer['adlab-w64 bf16-mixed']:.2f}"
+        )
+    if args.ceiling:
+        peak = attainable_peak(args)
+        mine, yours = flops_per_call(ours), flops_per_call(theirs)
+        print(
+            f"float32 ceiling, a batch of {args.batch}, attainable peak {peak / 1e9:.0f} GFLOP/s "
+            "(FLOPs by FlopCounterMode):"
+        )
+        rows = [
+            ("anomalib train", yours["train"], base, base),
+            ("adlab-w64 train", mine["train"], med["adlab-w64 train"], base),
+            ("adlab-w64 epoch 2+", mine["train_cached"], med["adlab-w64 epoch 2+"], base),
+            ("anomalib inference", yours["infer"], infer["anomalib"], infer["anomalib"]),
+            ("adlab-w64 inference", mine["infer"], infer["adlab-w64"], infer["anomalib"]),
+        ]
+        for row in rows:
+            print(ceiling(*row[:3], peak, row[3]))
 
 
 def child(args) -> None:
@@ -299,6 +378,22 @@ def main() -> None:
         "--interleaved",
         action="store_true",
         help="adlab-w64 and anomalib alternated in one process (timings only, no peak RSS)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --interleaved: also adlab-w64 with method.compile=true (about 3 min to compile)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="with --interleaved: also adlab-w64 inference under bf16 autocast (bf16-mixed)",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="with --interleaved: count each call's FLOPs and print the fastest it could be at "
+        "this machine's attainable float32 peak, and the speed-up over anomalib that allows",
     )
     args = parser.parse_args()
     if args.cpu_time:

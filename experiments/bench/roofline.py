@@ -161,8 +161,8 @@ def build(name: str, setting: Setting):
     """The method from its Hydra config with random weights (adlab.plan's timing build)."""
     from hydra import compose, initialize_config_dir
 
+    from adlab.compose import build_method
     from adlab.paths import CONF_DIR
-    from adlab.pipeline import build_method
     from adlab.plan import random_weights
 
     overrides = [

@@ -17,9 +17,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
+from adlab.compose import build_method
 from adlab.data.batch import collate
 from adlab.paths import CONF_DIR
-from adlab.pipeline import build_method
 
 
 class StepTimer(pl.Callback):
