@@ -110,6 +110,37 @@ def test_sigkill_mid_training_then_resume_reproduces_the_run_bit_for_bit(uninter
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+# PDD's presets accumulate two batches per optimiser step; 64 images in batches of 8: 8 batches
+# (4 steps) an epoch
+ACCUMULATED = ["trainer.accumulate_grad_batches=2", "dataset.n_train=64", "data.batch_size=8",
+               "trainer.max_epochs=2"]  # fmt: skip
+
+
+def test_resume_is_exact_with_gradient_accumulation(uninterrupted):
+    """A save due between two accumulated batches waits for the optimiser step: the kill after
+    the 3rd write (every batch asked for) leaves the state after 6 batches and 3 steps, not after
+    3 batches with the 3rd one's gradient lost, and the resumed run is the uninterrupted one."""
+    cwd = uninterrupted.parent
+    full = cwd / "accumulated"
+    proc = _run(cwd, *ACCUMULATED, f"hydra.run.dir={full}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    killed = cwd / "accumulated-killed"
+    code = _interrupt(cwd, killed, signal.SIGKILL, 3, *ACCUMULATED, "checkpoint.every_n_steps=1")
+    assert code == -signal.SIGKILL
+    state = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
+    batches = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    assert (state["epoch"], batches, state["global_step"]) == (0, 6, 3)
+    resumed = cwd / "accumulated-resumed"
+    ckpt = killed / "checkpoints" / "last.ckpt"
+    proc = _run(cwd, *ACCUMULATED, f"ckpt_path={ckpt}", f"hydra.run.dir={resumed}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = json.loads((full / "results.json").read_text())["metrics"]
+    assert json.loads((resumed / "results.json").read_text())["metrics"] == want
+    a = _weights(full / "checkpoints" / "last.ckpt")
+    b = _weights(resumed / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sigterm_saves_last_ckpt_and_stops_without_results(uninterrupted):
     cwd = uninterrupted.parent
     stopped = cwd / "sigterm"

@@ -3,11 +3,14 @@ minutes (for long epochs), and when SIGTERM / SIGINT asks the job to stop (SLURM
 sends SIGTERM), after which the job stops with RunInterrupted and writes no results.json.
 Under submitit (hydra/launcher=submitit_*), its SIGUSR1 time-limit warning also saves last.ckpt
 first and then reaches submitit, which requeues the job; `resume_path` lets the requeued job
-find that file in its own run directory."""
+find that file in its own run directory. With trainer.accumulate_grad_batches > 1 a save that
+falls between two accumulated batches waits for the optimiser step that ends the group: the
+checkpoint never misses a gradient accumulated so far, so resume stays exact."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -38,6 +41,19 @@ def resume_path(ckpt_path: str | None, resume: str, run_dir: Path) -> str | None
     return str(last)
 
 
+def mid_accumulation(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """True after a batch whose gradient waits for the next one (trainer.accumulate_grad_batches
+    > 1, not the group's last batch nor the epoch's): the optimiser has not stepped yet, and a
+    checkpoint now would hold the weights without that gradient. batch_idx counts the epoch's
+    batches, resumed ones included, as Lightning's own accumulation test does."""
+    group = trainer.accumulate_grad_batches
+    if group <= 1:
+        return False
+    done = batch_idx + 1
+    total = trainer.num_training_batches
+    return done % group != 0 and not (math.isfinite(total) and done >= total)
+
+
 class RunInterrupted(RuntimeError):
     """The job was asked to stop; last.ckpt holds its state (resume with ckpt_path=...)."""
 
@@ -54,6 +70,7 @@ class LastCheckpoint(pl.Callback):
         self.every_s = 60.0 * float(every_minutes) if every_minutes else None
         self._last_save = time.monotonic()
         self._batches = 0
+        self._due = False  # a step or time save is owed (held back within an accumulation group)
         self.stop_signal: int | None = None
         self.requeue: tuple | None = None  # (signum, submitit's handler) to call after saving
 
@@ -66,12 +83,17 @@ class LastCheckpoint(pl.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self._last_save = time.monotonic()
+        self._due = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
-        due_steps = self.every_n_steps and self._batches % self.every_n_steps == 0
-        due_time = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
-        if self.stop_signal is not None or self.requeue or due_steps or due_time:
+        if self.every_n_steps and self._batches % self.every_n_steps == 0:
+            self._due = True
+        if self.every_s is not None and time.monotonic() - self._last_save >= self.every_s:
+            self._due = True
+        if mid_accumulation(trainer, batch_idx):  # everything waits for the group's step
+            return
+        if self.stop_signal is not None or self.requeue or self._due:
             self.save(trainer)
         if self.requeue is not None:  # submitit requeues the job and exits
             signum, handler = self.requeue
