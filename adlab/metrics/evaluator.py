@@ -88,11 +88,12 @@ def _resize_map(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def _resize_mask(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of one (H, W) bool mask."""
-    if m.shape == size:
+    """Nearest-neighbour resize of one (H, W) bool mask or (B, H, W) masks."""
+    if m.shape[-2:] == tuple(size):
         return m
-    t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.uint8))[None, None]
-    return F.interpolate(t, size=size, mode="nearest")[0, 0].numpy().astype(bool)
+    t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.uint8)).reshape(-1, 1, *m.shape[-2:])
+    out = F.interpolate(t, size=size, mode="nearest").numpy().astype(bool)
+    return out.reshape(*m.shape[:-2], *size)
 
 
 def _region_ids(masks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -289,8 +290,11 @@ class AnomalyEvaluator(Metric):
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(maps, masks) groups at the evaluation resolution, same-size images stacked."""
         sizes = {g.shape for g in masks}
-        if self.eval_resolution == "gt" and len(sizes) == 1:  # one resize and labelling call
-            groups = [(_resize_map(m, masks[0].shape), np.stack(masks))]
+        if len(sizes) == 1:  # one resize and labelling call for the batch
+            if self.eval_resolution == "gt":
+                groups = [(_resize_map(m, masks[0].shape), np.stack(masks))]
+            else:
+                groups = [(m.numpy(), _resize_mask(np.stack(masks), tuple(m.shape[-2:])))]
         else:
             if self.eval_resolution == "gt":
                 pairs = [(_resize_map(mi, gi.shape), gi) for mi, gi in zip(m, masks)]
