@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_e2e_run import adlab
 
 import adlab.methods.compile as compile_module
-from adlab.compose import ConfigError
+from adlab.compose import ConfigError, build_method
 from adlab.methods.base import DistillationMethod
 from adlab.methods.compile import CompileUnavailable, compile_parts
 from adlab.methods.d24fad import D24FAD
@@ -97,8 +98,17 @@ def test_compiled_losses_and_maps_match_eager_and_checkpoints_load_both_ways():
     assert (fresh.eval().predict_maps(images)[0] - maps_c).abs().max().item() < 1e-4
 
 
-def test_maps_and_scores_are_float32_under_bf16_autocast():
-    method = _rd4ad().eval()
+def _urd() -> URD:
+    overrides = ["method=urd", "teacher.expert.name=resnet18", "teacher.expert.pretrained=false",
+                 "image_size=64", "method_name=urd", "run_name=test"]  # fmt: skip
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        return build_method(compose("config", overrides=overrides))
+
+
+@pytest.mark.parametrize("build", [_rd4ad, _urd], ids=["rd4ad", "urd"])
+def test_maps_and_scores_are_float32_under_bf16_autocast(build):
+    # the methods that offer bf16 testing: bf16 features, float32 maps and scores
+    method = build().eval()
     images = torch.rand(2, 3, 64, 64)
     maps32, _ = method.predict_maps(images)
     with torch.autocast("cpu", dtype=torch.bfloat16):
