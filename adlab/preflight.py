@@ -1,5 +1,5 @@
 """Checks before a run trains or tests: each stops a config that cannot work with the key named
-and the fix, before any time is spent (DESIGN.md: errors where the bad input enters)."""
+and the fix, before any time is spent: errors are raised where the bad input enters."""
 
 from __future__ import annotations
 

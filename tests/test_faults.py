@@ -116,29 +116,45 @@ ACCUMULATED = ["trainer.accumulate_grad_batches=2", "dataset.n_train=64", "data.
                "trainer.max_epochs=2"]  # fmt: skip
 
 
-def test_resume_is_exact_with_gradient_accumulation(uninterrupted):
+def _at_group_end(ckpt: Path) -> int:
+    """Batches trained in the checkpoint's epoch, checked to end an accumulation group of two
+    with every group's optimiser step taken (4 steps an epoch)."""
+    state = torch.load(ckpt, weights_only=False)
+    batches = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    assert batches % 2 == 0, batches  # not between two accumulated batches
+    assert state["global_step"] == 4 * state["epoch"] + batches // 2
+    return batches
+
+
+def test_resume_is_exact_with_gradient_accumulation(tmp_path):
     """A save due between two accumulated batches waits for the optimiser step: the kill after
     the 3rd write (every batch asked for) leaves the state after 6 batches and 3 steps, not after
     3 batches with the 3rd one's gradient lost, and the resumed run is the uninterrupted one."""
-    cwd = uninterrupted.parent
-    full = cwd / "accumulated"
-    proc = _run(cwd, *ACCUMULATED, f"hydra.run.dir={full}")
+    full = tmp_path / "accumulated"
+    proc = _run(tmp_path, *ACCUMULATED, f"hydra.run.dir={full}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    killed = cwd / "accumulated-killed"
-    code = _interrupt(cwd, killed, signal.SIGKILL, 3, *ACCUMULATED, "checkpoint.every_n_steps=1")
+    killed = tmp_path / "accumulated-killed"
+    code = _interrupt(tmp_path, killed, signal.SIGKILL, 3, *ACCUMULATED,
+                      "checkpoint.every_n_steps=1")  # fmt: skip
     assert code == -signal.SIGKILL
-    state = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
-    batches = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
-    assert (state["epoch"], batches, state["global_step"]) == (0, 6, 3)
-    resumed = cwd / "accumulated-resumed"
     ckpt = killed / "checkpoints" / "last.ckpt"
-    proc = _run(cwd, *ACCUMULATED, f"ckpt_path={ckpt}", f"hydra.run.dir={resumed}")
+    assert _at_group_end(ckpt) == 6  # written after batches 2, 4, 6; killed before the 4th
+    resumed = tmp_path / "accumulated-resumed"
+    proc = _run(tmp_path, *ACCUMULATED, f"ckpt_path={ckpt}", f"hydra.run.dir={resumed}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     want = json.loads((full / "results.json").read_text())["metrics"]
     assert json.loads((resumed / "results.json").read_text())["metrics"] == want
     a = _weights(full / "checkpoints" / "last.ckpt")
     b = _weights(resumed / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # SIGTERM (SLURM's preemption) sent after the first group's save lands inside the second
+    # group: Lightning's own SIGTERM stop would save after batch 3; the save waits for batch 4
+    stopped = tmp_path / "accumulated-sigterm"
+    code = _interrupt(tmp_path, stopped, signal.SIGTERM, 1, *ACCUMULATED,
+                      "checkpoint.every_n_steps=1")  # fmt: skip
+    assert code != 0 and not (stopped / "results.json").exists()
+    assert _at_group_end(stopped / "checkpoints" / "last.ckpt") >= 4
+    assert "stopped by SIGTERM" in (stopped / "run.log").read_text()
 
 
 def test_sigterm_saves_last_ckpt_and_stops_without_results(uninterrupted):

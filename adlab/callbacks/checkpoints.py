@@ -5,7 +5,8 @@ Under submitit (hydra/launcher=submitit_*), its SIGUSR1 time-limit warning also 
 first and then reaches submitit, which requeues the job; `resume_path` lets the requeued job
 find that file in its own run directory. With trainer.accumulate_grad_batches > 1 a save that
 falls between two accumulated batches waits for the optimiser step that ends the group: the
-checkpoint never misses a gradient accumulated so far, so resume stays exact."""
+checkpoint never misses a gradient accumulated so far, so resume stays exact (on one process;
+under DDP Lightning's own SIGTERM stop, which it broadcasts to every rank, is left as it is)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,20 @@ def mid_accumulation(trainer: pl.Trainer, batch_idx: int) -> bool:
         return False
     done = batch_idx + 1
     total = trainer.num_training_batches
-    return done % group != 0 and not (math.isfinite(total) and done >= total)
+    if math.isfinite(total) and done >= total:
+        return False
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return done % group != 0 and not getattr(progress, "is_last_batch", False)
+
+
+def defer_lightning_sigterm(trainer: pl.Trainer) -> None:
+    """Lightning notes SIGTERM too (its handler runs before ours) and would stop the loop after
+    this batch, inside the accumulation group; our own stop, already pending, then saves and
+    stops at the group's end. Single process only: under DDP Lightning's flag is what it
+    broadcasts to the other ranks, so there its stop is left as it is."""
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None and getattr(connector, "received_sigterm", False):
+        connector.received_sigterm = False
 
 
 class RunInterrupted(RuntimeError):
@@ -92,6 +106,8 @@ class LastCheckpoint(pl.Callback):
         if self.every_s is not None and time.monotonic() - self._last_save >= self.every_s:
             self._due = True
         if mid_accumulation(trainer, batch_idx):  # everything waits for the group's step
+            if self.stop_signal is not None and trainer.world_size == 1:
+                defer_lightning_sigterm(trainer)
             return
         if self.stop_signal is not None or self.requeue or self._due:
             self.save(trainer)
