@@ -30,34 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from timing import alternated, timed  # noqa: E402 (experiments/bench, the script's folder)
 
 clock = time.perf_counter  # --cpu-time: time.thread_time (CPU seconds of the one torch thread)
-
-
-def _timed(fn, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return times
-
-
-def _alternated(fns, repeats: int, warmup: int) -> list[list[float]]:
-    """Times of each function, called in turn (A, B, A, B, ...) so that load changes on a shared
-    machine hit every variant alike."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
-            t0 = clock()
-            fn()
-            out.append(clock() - t0)
-    return times
 
 
 def adlab_parts(args, impl: str, compile: bool = False) -> tuple[dict, dict]:
@@ -131,9 +106,11 @@ def bench_adlab(args) -> dict:
 
     keep_freed_memory()  # as adlab.run does (resources.keep_freed_memory)
     fns, parts = adlab_parts(args, args.impl)
-    train, cached = _alternated([fns["train"], fns["train_cached"]], args.repeats, args.warmup)
+    train, cached = alternated(
+        [fns["train"], fns["train_cached"]], args.repeats, args.warmup, clock
+    )
     breakdown = {k: statistics.median(v[args.warmup :]) for k, v in parts.items()}
-    test = _timed(fns["infer"], args.repeats, 1)
+    test = timed(fns["infer"], args.repeats, 1, clock)
     return {"train": train, "train_cached": cached, "infer": test, "breakdown": breakdown}
 
 
@@ -214,8 +191,8 @@ def ceiling(name: str, flops: int, seconds: float, peak: float, theirs_s: float)
 def bench_anomalib(args) -> dict:
     fns = anomalib_parts(args)
     return {
-        "train": _timed(fns["train"], args.repeats, args.warmup),
-        "infer": _timed(fns["infer"], args.repeats, 1),
+        "train": timed(fns["train"], args.repeats, args.warmup, clock),
+        "infer": timed(fns["infer"], args.repeats, 1, clock),
     }
 
 
@@ -272,9 +249,9 @@ def interleaved(args) -> None:
         compiled, _ = adlab_parts(args, "adlab-w64", compile=True)
         variants["adlab-w64 epoch 2+, compiled"] = with_malloc(compiled["train_cached"], True)
         infers["adlab-w64 compiled"] = with_malloc(compiled["infer"], True)
-    train = _alternated(list(variants.values()), args.repeats, args.warmup)
+    train = alternated(list(variants.values()), args.repeats, args.warmup, clock)
     med = dict(zip(variants, map(statistics.median, train)))
-    test = _alternated(list(infers.values()), args.repeats, 1)
+    test = alternated(list(infers.values()), args.repeats, 1, clock)
     infer = dict(zip(infers, map(statistics.median, test)))
     what = "CPU time" if args.cpu_time else "wall time"
     print(

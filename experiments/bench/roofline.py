@@ -40,6 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from timing import timed  # noqa: E402 (experiments/bench, the script's folder)
+
 from adlab.flops import PhaseFlops, ShapeFlops  # noqa: E402
 
 GOAL = 0.6  # the fraction of the attainable peak every step and test pass should reach
@@ -81,19 +83,6 @@ QUICK = {
     "d24fad": Setting(64, 2, ("teacher.name=resnet18",), shots=2, note="resnet18"),
 }
 NAMES = {"rd4ad": "RD4AD", "pdd": "PDD", "urd": "URD", "d24fad": "D24FAD"}
-
-
-def timed(fn, repeats: int, warmup: int) -> list[float]:
-    """Seconds of `repeats` calls after `warmup` calls (oneDNN creates its primitives on the
-    first call of each shape)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 # --- 1. attainable peak ------------------------------------------------------------------------

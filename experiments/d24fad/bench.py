@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import time
 
 import torch
 
@@ -21,15 +20,12 @@ from adlab.methods.d24fad import D24FAD
 from adlab.models.fusion.identity import LastTap
 from adlab.models.students.rd_decoder import ReverseDecoder
 from adlab.models.teachers.timm_encoder import TimmEncoder
+from experiments.bench.timing import timed as time_calls
 
 
 def timed(fn, steps: int, median: bool) -> float:
-    fn()  # warm-up (oneDNN primitive creation)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    """Fastest (median: median) of `steps` calls after a warm-up call (oneDNN primitives)."""
+    times = time_calls(fn, steps, 1)
     return statistics.median(times) if median else min(times)
 
 

@@ -28,18 +28,19 @@ from adlab.models.students.dual_prior import DualPriorStudent
 from adlab.models.teachers.dual import DualTeacher
 from adlab.models.teachers.timm_encoder import TimmEncoder
 from adlab.models.teachers.vmamba import VMambaEncoder
+from experiments.bench.timing import alternated
+from experiments.bench.timing import timed as time_calls
+
+
+def pick(times: list[float]) -> float:
+    """The fastest time: on a shared 2-core machine the minimum is the figure least disturbed
+    by other processes (--median: the median)."""
+    return statistics.median(times) if MEDIAN else min(times)
 
 
 def timed(fn, steps: int) -> float:
-    """Fastest of `steps` calls after a warm-up: on a shared 2-core machine the minimum is the
-    figure least disturbed by other processes (the median is printed by --median)."""
-    fn()  # warm-up (oneDNN primitive creation)
-    times = []
-    for _ in range(steps):
-        t0 = CLOCK()
-        fn()
-        times.append(CLOCK() - t0)
-    return statistics.median(times) if MEDIAN else min(times)
+    """`pick` of `steps` calls after a warm-up call (oneDNN primitive creation)."""
+    return pick(time_calls(fn, steps, 1, CLOCK))
 
 
 MEDIAN = False
@@ -48,15 +49,7 @@ CLOCK = time.perf_counter  # --cpu-time: time.thread_time (CPU seconds of the on
 
 def timed_alternately(fns, steps: int) -> list[float]:
     """`timed` for several functions called in turn (A, B, A, B, ...) after one warm-up each."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(steps):
-        for fn, out in zip(fns, times):
-            t0 = CLOCK()
-            fn()
-            out.append(CLOCK() - t0)
-    return [statistics.median(t) if MEDIAN else min(t) for t in times]
+    return [pick(times) for times in alternated(fns, steps, 1, CLOCK)]
 
 
 def count(module: torch.nn.Module) -> str:
