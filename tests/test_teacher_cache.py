@@ -9,18 +9,14 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from test_pdd_method import _pdd  # the tiny PDD (ResNet18 + width-8 VMamba) of its tests
 from torch import nn
 
-from adlab.methods.pdd import PDD
 from adlab.methods.rd4ad import RD4AD
 from adlab.methods.teacher_cache import TeacherCache, flatten
 from adlab.models.fusion.ocbe import OCBE
-from adlab.models.fusion.pdd_fusion import PDDFusion
-from adlab.models.students.dual_prior import DualPriorStudent
 from adlab.models.students.rd_decoder import ReverseDecoder
-from adlab.models.teachers.dual import DualTeacher
 from adlab.models.teachers.timm_encoder import TimmEncoder
-from adlab.models.teachers.vmamba import VMambaEncoder
 
 
 class Pair(NamedTuple):
@@ -121,19 +117,6 @@ def _rd4ad(**kw) -> RD4AD:
         student=functools.partial(ReverseDecoder),
         optimizer={"lr": 0.005},
         **kw,
-    )
-
-
-def _pdd(**kw) -> PDD:
-    teacher = DualTeacher(
-        TimmEncoder("resnet18", layers=(1, 2, 3, 4)),
-        VMambaEncoder(dim=8, depths=(1, 1, 1, 1), d_state=4),
-    )
-    return PDD(
-        teacher,
-        functools.partial(PDDFusion),
-        functools.partial(DualPriorStudent),
-        optimizer={"lr": 2e-3},
     )
 
 
